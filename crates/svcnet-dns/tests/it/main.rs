@@ -1,0 +1,7 @@
+//! Integration tests of svcnet-dns: the real `dig` against the real server on loopback, fed
+//! with the fixture objects in `tests/fixtures/cluster.json` (no API server).
+
+mod harness;
+mod records;
+mod recursion;
+mod transport;

@@ -1,0 +1,98 @@
+use super::*;
+use crate::Protocol;
+use crate::render::testplans::*;
+
+/// Loads `script` into a fresh network namespace with `nft -c` (check only) when possible.
+fn nft_accepts(script: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("unshare")
+        .args(["-n", "nft", "-c", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child.stdin.take()?.write_all(script.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if stderr.contains("Operation not permitted") && !out.status.success() {
+        return None;
+    }
+    Some(if out.status.success() { Ok(()) } else { Err(stderr) })
+}
+
+#[test]
+fn full_render_is_accepted_by_nft() {
+    let script = render(&everything());
+    if let Some(result) = nft_accepts(&script) {
+        result.unwrap_or_else(|e| panic!("{e}\n{script}"));
+    }
+}
+
+#[test]
+fn update_of_one_backend_is_elements_only() {
+    let old = everything();
+    let mut new = old.clone();
+    let sp = new.service_ports.get_mut(&key("web", Protocol::Tcp, IpFamily::V4)).expect("web");
+    sp.cluster_backends[2].ip = ip("10.244.2.40");
+    let update = render_update(&old, &new);
+    assert!(!update.contains("chain"), "{update}");
+    assert!(update.contains("delete element inet svcnet backend-2-v4"), "{update}");
+    assert!(update.contains("10.96.0.10 . tcp . 80 : 10.244.2.40 . 8080"), "{update}");
+    assert_eq!(render_update(&new, &new), "");
+}
+
+#[test]
+fn update_applies_on_top_of_full_render() {
+    let old = everything();
+    let mut new = old.clone();
+    new.service_ports.remove(&key("maglev", Protocol::Tcp, IpFamily::V4));
+    let sp = new.service_ports.get_mut(&key("web", Protocol::Tcp, IpFamily::V4)).expect("web");
+    sp.cluster_backends.push(backend("10.244.3.3", 8080, false));
+    sp.session_affinity_timeout = Some(60);
+    let script = format!("{}{}", render(&old), render_update(&old, &new));
+    if let Some(result) = nft_accepts(&script) {
+        result.unwrap_or_else(|e| panic!("{e}\n{script}"));
+    }
+}
+
+#[test]
+fn weights_become_slot_counts() {
+    let mut b = vec![backend("10.0.0.1", 1, true), backend("10.0.0.2", 1, true)];
+    b[0].weight = 20;
+    b[1].weight = 40;
+    let s = slots(&b, Scheduler::Random);
+    assert_eq!(s.iter().filter(|x| x.ip == ip("10.0.0.1")).count(), 1);
+    assert_eq!(s.len(), 3);
+}
+
+#[test]
+fn maglev_table_is_balanced_and_disrupts_little() {
+    let backends: Vec<Backend> =
+        (1..=5).map(|i| backend(&format!("10.0.0.{i}"), 80, true)).collect();
+    let m = 509;
+    let t = maglev_table(&backends, m);
+    assert_eq!(t.len(), m);
+    for i in 0..5 {
+        let count = t.iter().filter(|x| **x == i).count();
+        assert!((count as i64 - 102).abs() <= 2, "backend {i}: {count}");
+    }
+    let fewer: Vec<Backend> = backends.iter().filter(|b| b.ip != ip("10.0.0.3")).cloned().collect();
+    let t2 = maglev_table(&fewer, m);
+    let moved = t
+        .iter()
+        .zip(&t2)
+        .filter(|(a, b)| backends[**a].ip != ip("10.0.0.3") && backends[**a].ip != fewer[**b].ip)
+        .count();
+    assert!(moved < m / 10, "{moved} buckets moved");
+}
+
+#[test]
+fn no_endpoints_reject_and_local_drop() {
+    let script = render(&everything());
+    assert!(script.contains("10.96.0.14 . tcp . 80 : goto reject-chain"), "{script}");
+    assert!(script.contains("192.168.50.1 . tcp . 30015 : drop"), "{script}");
+    // The Local frontend's cluster backends remain reachable for pod and host sources.
+    assert!(script.contains("192.168.50.1 . tcp . 30015 : goto pick-random-1-v4"), "{script}");
+}

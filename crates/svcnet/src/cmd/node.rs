@@ -1,0 +1,120 @@
+//! `svcnet node`: the node agent (Node registration, Lease, pod runner, log endpoint).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use svcnet_agent::PodNetwork;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the Pods bound to this node as processes and keeps the Node and its Lease fresh.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Kubeconfig of the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// The Node name.
+    #[arg(long)]
+    node_name: String,
+    /// Data plane of the in-process proxy (nftables, iptables, userspace); the proxy is not yet
+    /// run in-process, so this is recorded only.
+    #[arg(long)]
+    dataplane: Option<String>,
+    /// topology.kubernetes.io/zone of the Node.
+    #[arg(long)]
+    zone: Option<String>,
+    /// podCIDR of the Node; with --pod-network bridge pods get addresses from it.
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// The Node's InternalIP (the log endpoint listens there).
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: IpAddr,
+    /// Logs and process records.
+    #[arg(long, default_value = "/var/lib/svcnet/agent")]
+    data_dir: PathBuf,
+    /// How pods get their network: loopback (no root) or bridge (root: a namespace per pod).
+    #[arg(long, default_value = "loopback")]
+    pod_network: String,
+    /// Loopback range for pod addresses (loopback mode).
+    #[arg(long, default_value = "127.1.0.0/16")]
+    loopback_pod_range: String,
+    /// Bridge name (bridge mode).
+    #[arg(long, default_value = "svcnet0")]
+    bridge: String,
+    /// Port of the log endpoint (0: any free port).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Cluster DNS server written into pod resolv.conf (bridge mode).
+    #[arg(long)]
+    cluster_dns: Vec<IpAddr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Initial crash-loop back-off in seconds (doubles up to 300).
+    #[arg(long, default_value_t = 10.0)]
+    backoff_base_seconds: f64,
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term_signal = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term_signal => {}
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
+        .with_context(|| format!("while reading {}", args.kubeconfig.display()))?;
+    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("while loading the kubeconfig")?;
+    let client = kube::Client::try_from(client_config).context("while creating the client")?;
+    let network = match args.pod_network.as_str() {
+        "loopback" => PodNetwork::Loopback {
+            range: args.loopback_pod_range.parse().context("while parsing --loopback-pod-range")?,
+        },
+        "bridge" => {
+            let cidr = args.pod_cidr.as_deref().context("--pod-network bridge needs --pod-cidr")?;
+            PodNetwork::Bridge {
+                bridge: args.bridge.clone(),
+                pod_cidr: cidr.parse().context("while parsing --pod-cidr")?,
+                routes: vec!["0.0.0.0/0".parse().context("default route")?],
+            }
+        }
+        other => anyhow::bail!("unknown --pod-network {other:?} (loopback or bridge)"),
+    };
+    if let Some(dataplane) = &args.dataplane {
+        tracing::warn!(%dataplane, "the in-process proxy is not wired yet; run `svcnet proxy` alongside");
+    }
+    let config = svcnet_agent::Config {
+        node_name: args.node_name,
+        node_ip: args.node_ip,
+        zone: args.zone,
+        pod_cidr: args.pod_cidr,
+        network,
+        data_dir: args.data_dir,
+        kubelet_port: args.kubelet_port,
+        backoff_base: Duration::from_secs_f64(args.backoff_base_seconds.max(0.0)),
+        cluster_domain: args.cluster_domain,
+        dns: args.cluster_dns,
+        ..Default::default()
+    };
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop.cancel();
+    });
+    svcnet_agent::run(client, config, cancel).await.context("while running the node agent")?;
+    Ok(())
+}

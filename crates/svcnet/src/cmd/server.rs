@@ -1,0 +1,101 @@
+//! `svcnet server`: the Kubernetes-compatible API server (and, once built, the controllers).
+//!
+//! Prints where it listens and the kubeconfig path, then serves until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory for the store, TLS material, token and kubeconfig.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// `embedded`, or `etcd:http://HOST:PORT[,http://…]`.
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// One or two CIDRs (dual-stack), primary first.
+    #[arg(long, default_value = "10.96.0.0/12", value_delimiter = ',')]
+    pub service_cluster_ip_range: Vec<ipnet_arg::Cidr>,
+    /// Node port range `A-B`.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
+    /// The address published in the `kubernetes` Service's endpoints.
+    #[arg(long)]
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// Do not run the controllers in this process.
+    #[arg(long)]
+    pub no_controllers: bool,
+}
+
+/// A CIDR argument (kept local so the binary needs no extra dependency).
+mod ipnet_arg {
+    #[derive(Debug, Clone)]
+    pub struct Cidr(pub String);
+    impl std::str::FromStr for Cidr {
+        type Err = String;
+        fn from_str(s: &str) -> Result<Self, String> {
+            let (ip, len) = s.split_once('/').ok_or_else(|| format!("{s:?} is not a CIDR"))?;
+            ip.parse::<std::net::IpAddr>().map_err(|e| format!("{s:?}: {e}"))?;
+            len.parse::<u8>().map_err(|e| format!("{s:?}: {e}"))?;
+            Ok(Cidr(s.to_string()))
+        }
+    }
+}
+
+fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let (a, b) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?} is not A-B"))?;
+    let a: u16 = a.trim().parse().with_context(|| format!("--service-node-port-range {s:?}"))?;
+    let b: u16 = b.trim().parse().with_context(|| format!("--service-node-port-range {s:?}"))?;
+    anyhow::ensure!(a <= b && a > 0, "--service-node-port-range {s:?} is empty");
+    Ok(a..=b)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut ranges = Vec::new();
+    for c in &args.service_cluster_ip_range {
+        ranges.push(c.0.parse().with_context(|| format!("--service-cluster-ip-range {}", c.0))?);
+    }
+    let config = svcnet_apiserver::Config {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        store: args.store.clone(),
+        service_cluster_ip_ranges: ranges,
+        service_node_port_range: parse_port_range(&args.service_node_port_range)?,
+        advertise_address: args.advertise_address,
+        ..Default::default()
+    };
+    let cancel = CancellationToken::new();
+    let handle = svcnet_apiserver::start(config, cancel.clone()).await.context("while starting the API server")?;
+    println!("svcnet API server listening on {}", handle.url);
+    println!("kubeconfig: {}", handle.kubeconfig.display());
+    if !args.no_controllers {
+        // TODO(lead): start `svcnet_controllers::run(client, Config::default(), cancel.child_token())`
+        // here once the controllers crate exports it.
+        tracing::info!("controllers are not built into this binary yet");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    cancel.cancel();
+    handle.stopped().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
