@@ -2,9 +2,11 @@
 //!
 //! It registers the Node and renews its Lease ([`node`]), runs the Pods bound to the node as
 //! processes ([`pods`]), serves their logs on the kubelet endpoint, and can run the node proxy
-//! in-process. It talks to the cluster only through kube-rs, so it works against svcnet's API
+//! in-process (`Config::proxy`). It talks to the cluster only through kube-rs, so it works against svcnet's API
 //! server and a real one alike. The `svcnet echo` test backend lives here too ([`echo`]).
 //! Pod pulling, volumes, exec/attach and cgroups are deliberately absent.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod echo;
 pub mod error;
@@ -50,9 +52,9 @@ pub struct Config {
     pub path: String,
     /// Register the Node and renew its Lease (off when another component does it).
     pub register_node: bool,
-    /// Run the node proxy in-process. Not wired yet: `svcnet_proxy::run` does not exist yet, so
-    /// setting this logs a warning; the caller may run the proxy itself.
-    pub run_proxy: bool,
+    /// Runs the node proxy in-process (`svcnet_proxy::run`) when set; `node_name` and `zone`
+    /// are filled in from this config when empty.
+    pub proxy: Option<svcnet_proxy::Config>,
     /// How long pods get to stop when the agent stops.
     pub shutdown_grace: Duration,
 }
@@ -74,7 +76,7 @@ impl Default for Config {
             dns: Vec::new(),
             path: pods::runner::default_path(),
             register_node: true,
-            run_proxy: false,
+            proxy: None,
             shutdown_grace: Duration::from_secs(2),
         }
     }
@@ -153,10 +155,21 @@ pub async fn run(client: Client, config: Config, cancel: CancellationToken) -> R
             Ok(())
         });
     }
-    if config.run_proxy {
-        tracing::warn!(
-            "run_proxy is set but the in-process proxy hook is not wired yet; run `svcnet proxy` alongside"
-        );
+    if let Some(mut proxy) = config.proxy.clone() {
+        if proxy.node_name.is_empty() {
+            proxy.node_name = config.node_name.clone();
+        }
+        if proxy.zone.is_none() {
+            proxy.zone = config.zone.clone();
+        }
+        let proxy_client = client.clone();
+        let proxy_cancel = child.clone();
+        tasks.spawn(async move {
+            if let Err(err) = svcnet_proxy::run(proxy_client, proxy, proxy_cancel).await {
+                tracing::error!(error = %err, "the in-process proxy stopped");
+            }
+            Ok(())
+        });
     }
     let pods_result = pods::run(client, config.pods_config(), child.clone()).await;
     child.cancel();

@@ -534,7 +534,12 @@ fn comparison(old: Option<&Value>, new: &Value, meta: &PatchMeta) -> Comparison 
     comparison_for(old, new, meta, None)
 }
 
-fn comparison_for(old: Option<&Value>, new: &Value, meta: &PatchMeta, subresource: Option<&str>) -> Comparison {
+fn comparison_for(
+    old: Option<&Value>,
+    new: &Value,
+    meta: &PatchMeta,
+    subresource: Option<&str>,
+) -> Comparison {
     let mut out = Comparison::default();
     let old = old.map(|o| strip_for(o, subresource)).unwrap_or(Value::Object(Map::new()));
     compare(Some(&old), Some(&strip_for(new, subresource)), meta, &mut Vec::new(), &mut out);
@@ -823,7 +828,10 @@ pub fn record_update_subresource(
             .collect();
     }
     if !changed.is_empty() {
-        match entries.iter_mut().find(|e| e.same_identity(manager, operation, &api_version, subresource)) {
+        match entries
+            .iter_mut()
+            .find(|e| e.same_identity(manager, operation, &api_version, subresource))
+        {
             Some(entry) => {
                 entry.fields.extend(changed);
                 entry.time = Some(now.to_string());

@@ -224,12 +224,21 @@ pub fn default_replicaset(replicaset: &mut ReplicaSet) {
     }
 }
 
-/// Namespace strategy `PrepareForCreate` + `SetDefaults_NamespaceStatus`.
+/// `SetDefaults_Namespace` (the `kubernetes.io/metadata.name` label), `SetDefaults_NamespaceStatus`
+/// (phase Active) and the strategy's `PrepareForCreate` finalizer `kubernetes`. The finalizer is
+/// added only when `spec.finalizers` is absent: an empty list is the namespace controller's
+/// "finalized" and must stay empty.
 pub fn default_namespace(namespace: &mut Namespace) {
+    if let Some(name) = namespace.metadata.name.clone().filter(|n| !n.is_empty()) {
+        namespace
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("kubernetes.io/metadata.name".to_string(), name);
+    }
     let spec = namespace.spec.get_or_insert_with(NamespaceSpec::default);
-    let finalizers = spec.finalizers.get_or_insert_with(Vec::new);
-    if !finalizers.iter().any(|f| f == "kubernetes") {
-        finalizers.push("kubernetes".to_string());
+    if spec.finalizers.is_none() {
+        spec.finalizers = Some(vec!["kubernetes".to_string()]);
     }
     let status = namespace.status.get_or_insert_with(NamespaceStatus::default);
     status.phase.get_or_insert_with(|| "Active".to_string());
@@ -358,7 +367,14 @@ mod tests {
             "",
             "Namespace",
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"labels": {"kubernetes.io/metadata.name": "n"}, "name": "n"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+        );
+        // A finalized, terminating namespace keeps its empty finalizers and its phase.
+        check(
+            "",
+            "Namespace",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"labels": {"kubernetes.io/metadata.name": "n"}, "name": "n"}, "spec": {"finalizers": []}, "status": {"phase": "Terminating"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"labels": {"kubernetes.io/metadata.name": "n"}, "name": "n"}, "spec": {"finalizers": []}, "status": {"phase": "Terminating"}}),
         );
         let mut s = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "metadata": {"name": "s"}, "addressType": "IPv4", "endpoints": [], "ports": [{"port": 80}]});
         default_object("discovery.k8s.io", "EndpointSlice", &mut s).unwrap();

@@ -114,6 +114,33 @@ impl FieldError {
             detail: format!("supported values: {list}"),
         }
     }
+    /// `field.TooLong`: the detail says the limit (`may not be more than 262144 bytes`).
+    pub fn too_long(field: FieldPath, detail: impl Into<String>) -> Self {
+        FieldError { kind: FieldErrorKind::TooLong, field, value: None, detail: detail.into() }
+    }
+    /// `field.TooMany`: `Too many: 1001: must have at most 1000 items`. The count is part of the
+    /// detail because `body` shows values only for the kinds upstream shows them with.
+    pub fn too_many(field: FieldPath, actual: usize, max: usize) -> Self {
+        FieldError {
+            kind: FieldErrorKind::TooMany,
+            field,
+            value: None,
+            detail: format!("{actual}: must have at most {max} items"),
+        }
+    }
+    /// `field.NotFound`.
+    pub fn not_found(field: FieldPath, value: impl fmt::Display) -> Self {
+        FieldError {
+            kind: FieldErrorKind::NotFound,
+            field,
+            value: Some(value.to_string()),
+            detail: String::new(),
+        }
+    }
+    /// `field.InternalError`.
+    pub fn internal(field: FieldPath, detail: impl Into<String>) -> Self {
+        FieldError { kind: FieldErrorKind::Internal, field, value: None, detail: detail.into() }
+    }
     /// The message as apimachinery's `field.Error.ErrorBody()` renders it (without the path).
     pub fn body(&self) -> String {
         let head = match self.kind {

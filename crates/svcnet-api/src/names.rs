@@ -206,6 +206,24 @@ pub fn quote(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// The alphabet of `utilrand.String`: no vowels (no accidental words) and no confusable digits.
+const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `names.SimpleNameGenerator.GenerateName`: `base` cut to 58 characters plus five characters
+/// chosen by `random` (the caller supplies the randomness, so this stays pure). The API server
+/// fills `metadata.name` from `generateName` this way before validating.
+pub fn generate_name(base: &str, random: u64) -> String {
+    const MAX_GENERATED_NAME_LENGTH: usize = 63 - 5;
+    let mut out: String = base.chars().take(MAX_GENERATED_NAME_LENGTH).collect();
+    let mut r = random;
+    for _ in 0..5 {
+        let n = NAME_ALPHABET.len() as u64;
+        out.push(char::from(NAME_ALPHABET[(r % n) as usize]));
+        r /= n;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +256,15 @@ mod tests {
             is_dns1035_label(&"a".repeat(64)),
             vec!["must be no more than 63 characters".to_string()]
         );
+    }
+
+    #[test]
+    fn generated_names() {
+        assert_eq!(generate_name("web-", 0), "web-bbbbb");
+        let long = generate_name(&"a".repeat(70), 12345);
+        assert_eq!(long.len(), 63);
+        assert!(is_dns1123_label(&long).is_empty());
+        assert_ne!(generate_name("x-", 1), generate_name("x-", 2));
     }
 
     #[test]

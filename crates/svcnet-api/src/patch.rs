@@ -79,14 +79,6 @@ impl PatchMeta {
         self.always_present = true;
         self
     }
-
-    /// Merges `other`'s described fields into `self` (used to share the object metadata).
-    fn extend(mut self, other: PatchMeta) -> Self {
-        for (k, v) in other.fields {
-            self.fields.insert(k, v);
-        }
-        self
-    }
 }
 
 fn node() -> PatchMeta {
@@ -260,7 +252,7 @@ pub fn patch_meta(group: &str, kind: &str) -> PatchMeta {
             },
         ),
         ("coordination.k8s.io", "Lease") => root(Some(node()), None),
-        _ => root(None, None).extend(node()),
+        _ => root(None, None),
     }
 }
 
@@ -322,7 +314,7 @@ pub fn strategic_merge_patch(
 fn clean(value: &Value, meta: &PatchMeta) -> Result<Value, PatchError> {
     match value {
         Value::Object(m) => Ok(Value::Object(merge_map(Map::new(), m, meta)?)),
-        Value::Array(items) => merge_list(&[], items, meta, false),
+        Value::Array(items) => merge_list(&[], items, meta),
         other => Ok(other.clone()),
     }
 }
@@ -377,15 +369,18 @@ fn merge_map(
         let merged = match (original_list, patch.get(field)) {
             (None, None) => continue,
             (Some(orig), None) => orig,
-            (None, Some(Value::Array(p))) => match merge_list(&[], p, &field_meta, false)? {
+            (None, Some(Value::Array(p))) => match merge_list(&[], p, &field_meta)? {
                 Value::Array(items) => items,
                 _ => Vec::new(),
             },
-            (Some(orig), Some(Value::Array(p))) => {
-                match merge_list(&orig, p, &field_meta, false)? {
-                    Value::Array(items) => items,
-                    _ => Vec::new(),
-                }
+            (Some(orig), Some(Value::Array(p))) => match merge_list(&orig, p, &field_meta)? {
+                Value::Array(items) => items,
+                _ => Vec::new(),
+            },
+            (_, Some(Value::Null)) => {
+                original.remove(field);
+                ordered.push(field);
+                continue;
             }
             (_, Some(other)) => {
                 return Err(PatchError::Invalid(format!(
@@ -440,9 +435,7 @@ fn merge_map(
             (Some(Value::Object(orig)), Value::Object(p)) => {
                 Value::Object(merge_map(orig, p, &field_meta)?)
             }
-            (Some(Value::Array(orig)), Value::Array(p)) => {
-                merge_list(&orig, p, &field_meta, false)?
-            }
+            (Some(Value::Array(orig)), Value::Array(p)) => merge_list(&orig, p, &field_meta)?,
             (_, p) => clean(p, &field_meta)?,
         };
         original.insert(key.clone(), merged);
@@ -492,12 +485,7 @@ fn normalize_order(
     out
 }
 
-fn merge_list(
-    original: &[Value],
-    patch: &[Value],
-    meta: &PatchMeta,
-    _delete_list: bool,
-) -> Result<Value, PatchError> {
+fn merge_list(original: &[Value], patch: &[Value], meta: &PatchMeta) -> Result<Value, PatchError> {
     let elem_meta = meta.elem_ref().cloned().unwrap_or_default();
     match &meta.smp_list {
         SmpList::Replace => {

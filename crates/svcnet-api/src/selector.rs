@@ -494,6 +494,15 @@ pub fn supported_fields(kind: &str) -> &'static [&'static str] {
             "reportingComponent",
             "source",
             "type",
+            // events.k8s.io/v1 names for the same fields (`AddFieldLabelConversionsForEvent`).
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reportingController",
         ],
         "Secret" => &["metadata.name", "metadata.namespace", "type"],
         "ReplicaSet" => &["metadata.name", "metadata.namespace", "status.replicas"],
@@ -520,7 +529,24 @@ fn field_value(kind: &str, obj: &Value, field: &str) -> Option<String> {
             let pointer = format!("/{}", field.replace('.', "/"));
             obj.pointer(&pointer).and_then(Value::as_bool).unwrap_or(false).to_string()
         }
-        ("Event", "source") => string_at(obj, "/source/component"),
+        ("Event", "source") => {
+            let component = string_at(obj, "/source/component");
+            if component.is_empty() {
+                string_at(obj, "/deprecatedSource/component")
+            } else {
+                component
+            }
+        }
+        ("Event", "reportingComponent" | "reportingController") => {
+            let core = string_at(obj, "/reportingComponent");
+            if core.is_empty() { string_at(obj, "/reportingController") } else { core }
+        }
+        ("Event", f) if f.starts_with("involvedObject.") || f.starts_with("regarding.") => {
+            // Either API's object reference, whichever the stored Event carries.
+            let (_, sub) = f.split_once('.').unwrap_or((f, ""));
+            let core = string_at(obj, &format!("/involvedObject/{sub}"));
+            if core.is_empty() { string_at(obj, &format!("/regarding/{sub}")) } else { core }
+        }
         ("ReplicaSet", "status.replicas") => {
             obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0).to_string()
         }
@@ -641,7 +667,15 @@ mod tests {
             true,
         );
         check_field("Event", "source=svcnet-lb,type=Warning", event.clone(), true);
-        check_field("Event", "involvedObject.name=other", event, false);
+        check_field("Event", "involvedObject.name=other", event.clone(), false);
+        check_field("Event", "regarding.name=web,regarding.kind=Service", event, true);
+        let new_event = json!({"regarding": {"name": "web", "kind": "Service"}, "reportingController": "svcnet-lb", "type": "Normal"});
+        check_field(
+            "Event",
+            "involvedObject.name=web,reportingController=svcnet-lb,reportingComponent=svcnet-lb",
+            new_event,
+            true,
+        );
         check_field("Node", "spec.unschedulable=false", json!({"metadata": {"name": "n"}}), true);
         check_field("Pod", "spec.nodeName=", json!({"spec": {}}), true);
         check_field("Pod", "status.phase=Running", json!({"status": {"phase": "Running"}}), true);

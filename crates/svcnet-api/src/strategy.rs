@@ -60,11 +60,14 @@ pub fn drop_type_dependent_fields(new: &mut Service, old: &Service) {
     let new_spec = new.spec.get_or_insert_with(Default::default);
     let needs_cluster_ip = |s: &ServiceSpec| type_of(s) != "ExternalName";
     let needs_node_port = |s: &ServiceSpec| matches!(type_of(s), "NodePort" | "LoadBalancer");
-    let needs_hc_node_port =
-        |s: &ServiceSpec| type_of(s) == "LoadBalancer" && s.external_traffic_policy.as_deref() == Some("Local");
+    let needs_hc_node_port = |s: &ServiceSpec| {
+        type_of(s) == "LoadBalancer" && s.external_traffic_policy.as_deref() == Some("Local")
+    };
 
     if needs_cluster_ip(&old_spec) && !needs_cluster_ip(new_spec) {
-        if old_spec.cluster_ip == new_spec.cluster_ip && old_spec.cluster_ips == new_spec.cluster_ips {
+        if old_spec.cluster_ip == new_spec.cluster_ip
+            && old_spec.cluster_ips == new_spec.cluster_ips
+        {
             new_spec.cluster_ip = None;
             new_spec.cluster_ips = None;
         }
@@ -78,7 +81,10 @@ pub fn drop_type_dependent_fields(new: &mut Service, old: &Service) {
     let node_ports = |s: &ServiceSpec| -> Vec<Option<i32>> {
         s.ports.iter().flatten().map(|p| p.node_port.filter(|n| *n != 0)).collect()
     };
-    if needs_node_port(&old_spec) && !needs_node_port(new_spec) && node_ports(&old_spec) == node_ports(new_spec) {
+    if needs_node_port(&old_spec)
+        && !needs_node_port(new_spec)
+        && node_ports(&old_spec) == node_ports(new_spec)
+    {
         for port in new_spec.ports.iter_mut().flatten() {
             port.node_port = None;
         }
@@ -93,7 +99,8 @@ pub fn drop_type_dependent_fields(new: &mut Service, old: &Service) {
     let new_lb = type_of(new_spec) == "LoadBalancer";
     if old_lb && !new_lb {
         if new_spec.allocate_load_balancer_node_ports.is_some()
-            && old_spec.allocate_load_balancer_node_ports == new_spec.allocate_load_balancer_node_ports
+            && old_spec.allocate_load_balancer_node_ports
+                == new_spec.allocate_load_balancer_node_ports
         {
             new_spec.allocate_load_balancer_node_ports = None;
         }
@@ -108,7 +115,8 @@ pub fn drop_type_dependent_fields(new: &mut Service, old: &Service) {
         new_spec.external_traffic_policy = None;
     }
     if old_lb && !new_lb {
-        new.status.get_or_insert_with(Default::default).load_balancer = Some(LoadBalancerStatus::default());
+        new.status.get_or_insert_with(Default::default).load_balancer =
+            Some(LoadBalancerStatus::default());
     }
 }
 
@@ -172,7 +180,11 @@ mod tests {
 
     #[test]
     fn normalizes_cluster_ips() {
-        check_normalize(json!({"clusterIP": "10.0.0.1"}), None, json!({"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"]}));
+        check_normalize(
+            json!({"clusterIP": "10.0.0.1"}),
+            None,
+            json!({"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"]}),
+        );
         check_normalize(json!({}), None, json!({}));
         check_normalize(
             json!({"clusterIP": "10.0.0.1"}),
@@ -188,9 +200,11 @@ mod tests {
 
     #[test]
     fn drops_type_dependent_fields() {
-        let old = svc(json!({"type": "LoadBalancer", "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ipFamilies": ["IPv4"],
+        let old = svc(
+            json!({"type": "LoadBalancer", "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ipFamilies": ["IPv4"],
             "ipFamilyPolicy": "SingleStack", "externalTrafficPolicy": "Local", "healthCheckNodePort": 30001, "allocateLoadBalancerNodePorts": true,
-            "ports": [{"port": 80, "nodePort": 30080}]}));
+            "ports": [{"port": 80, "nodePort": 30080}]}),
+        );
         let mut new = old.clone();
         new.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
         new.spec.as_mut().unwrap().external_name = Some("example.com".into());
@@ -218,8 +232,12 @@ mod tests {
             "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}, "status": {"phase": "Running"}}))
         .unwrap();
         prepare_pod_for_create(&mut pod);
-        assert_eq!(serde_json::to_value(&pod.status).unwrap(), json!({"phase": "Pending", "qosClass": "Guaranteed"}));
-        let best_effort: Pod = serde_json::from_value(json!({"spec": {"containers": [{"name": "c"}]}})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&pod.status).unwrap(),
+            json!({"phase": "Pending", "qosClass": "Guaranteed"})
+        );
+        let best_effort: Pod =
+            serde_json::from_value(json!({"spec": {"containers": [{"name": "c"}]}})).unwrap();
         assert_eq!(pod_qos_class(&best_effort), "BestEffort");
         let burstable: Pod =
             serde_json::from_value(json!({"spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}})).unwrap();

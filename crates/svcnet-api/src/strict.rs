@@ -74,6 +74,39 @@ pub fn unknown_fields_for_kind(
     }
 }
 
+/// The warning (Warn) or cause text for one unknown field: `unknown field "spec.bogusField"`.
+pub fn unknown_field_message(path: &str) -> String {
+    format!("unknown field {}", crate::names::quote(path))
+}
+
+/// The 400 message for a strict create/update:
+/// `Service in version "v1" cannot be handled as a Service: strict decoding error: unknown field "spec.bogusField"`.
+pub fn strict_decoding_message(kind: &str, version: &str, unknown: &[String]) -> String {
+    let fields: Vec<String> = unknown.iter().map(|p| unknown_field_message(p)).collect();
+    format!(
+        "{kind} in version {} cannot be handled as a {kind}: strict decoding error: {}",
+        crate::names::quote(version),
+        fields.join(", ")
+    )
+}
+
+/// The 400 message for an apply with a field the schema lacks:
+/// `failed to create typed patch object (default/bad; /v1, Kind=Service): .spec.bogusField: field not declared in schema`.
+pub fn apply_unknown_field_message(
+    namespace: &str,
+    name: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    unknown: &[String],
+) -> String {
+    let first = unknown.first().map(String::as_str).unwrap_or("");
+    // Unknown-field paths use `[i]` for list indexes; structured-merge-diff prints the same.
+    format!(
+        "failed to create typed patch object ({namespace}/{name}; {group}/{version}, Kind={kind}): .{first}: field not declared in schema"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -123,5 +156,19 @@ mod tests {
         check("", "Widget", json!({"anything": 1}), &[]);
         // Input that does not decode at all is left to the decoder's error.
         check("", "Service", json!({"spec": {"ports": "nope"}}), &[]);
+    }
+
+    #[test]
+    fn messages() {
+        let unknown = vec!["spec.bogusField".to_string()];
+        assert_eq!(
+            strict_decoding_message("Service", "v1", &unknown),
+            "Service in version \"v1\" cannot be handled as a Service: strict decoding error: unknown field \"spec.bogusField\""
+        );
+        assert_eq!(unknown_field_message("spec.x"), "unknown field \"spec.x\"");
+        assert_eq!(
+            apply_unknown_field_message("default", "bad", "", "v1", "Service", &unknown),
+            "failed to create typed patch object (default/bad; /v1, Kind=Service): .spec.bogusField: field not declared in schema"
+        );
     }
 }

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::field::{FieldError, FieldErrorKind, FieldPath};
+use crate::field::{FieldError, FieldPath};
 use crate::names;
 
 /// The annotation byte limit (`TotalAnnotationSizeLimitB`).
@@ -42,7 +42,7 @@ fn go_string_map(map: &BTreeMap<String, String>) -> String {
 }
 
 fn too_long(field: FieldPath, detail: String) -> FieldError {
-    FieldError { kind: FieldErrorKind::TooLong, field, value: None, detail }
+    FieldError::too_long(field, detail)
 }
 
 /// Which name rule a kind uses (`ValidateServiceName`, `ValidateNamespaceName`, …).
@@ -681,17 +681,6 @@ pub fn validate_service_create(service: &Service) -> Vec<FieldError> {
             }
         }
     }
-    if type_ == "ExternalName" {
-        for (i, port) in ports.iter().enumerate() {
-            if port.node_port.unwrap_or(0) != 0 {
-                errs.push(FieldError::forbidden(
-                    ports_path.index(i).child("nodePort"),
-                    "may not be used when `type` is 'ExternalName'",
-                ));
-            }
-        }
-    }
-
     let mut node_ports = BTreeSet::new();
     for (i, port) in ports.iter().enumerate() {
         let node_port = port.node_port.unwrap_or(0);
@@ -1092,7 +1081,12 @@ pub fn validate_object(
     }
     errs.extend(match (group, kind) {
         ("", "Pod") => validate_pod(obj),
-        ("apps", "Deployment") | ("apps", "ReplicaSet") => validate_workload(obj),
+        ("apps", "Deployment") => {
+            let mut errs = validate_workload(obj);
+            errs.extend(validate_deployment_strategy(obj));
+            errs
+        }
+        ("apps", "ReplicaSet") => validate_workload(obj),
         ("discovery.k8s.io", "EndpointSlice") => validate_endpoint_slice(obj, old),
         ("", "Endpoints") => validate_endpoints(obj),
         ("coordination.k8s.io", "Lease") => validate_lease(obj),
@@ -1319,6 +1313,81 @@ fn validate_workload(obj: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// An `IntOrString` as an integer, or a percentage's number (`getIntOrPercentValue`).
+fn int_or_percent(value: Option<&Value>) -> Option<(i64, bool)> {
+    match value? {
+        Value::Number(n) => n.as_i64().map(|n| (n, false)),
+        Value::String(s) => s.strip_suffix('%').and_then(|p| p.parse().ok()).map(|n| (n, true)),
+        _ => None,
+    }
+}
+
+/// `ValidateDeploymentStrategy` and `ValidateRollingUpdateDeployment`.
+fn validate_deployment_strategy(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let path = FieldPath::new("spec").child("strategy");
+    let Some(strategy) = obj.pointer("/spec/strategy") else { return errs };
+    let type_ = strategy.get("type").and_then(Value::as_str).unwrap_or("");
+    let rolling = strategy.get("rollingUpdate").filter(|v| !v.is_null());
+    match type_ {
+        "Recreate" => {
+            if rolling.is_some() {
+                errs.push(FieldError::forbidden(
+                    path.child("rollingUpdate"),
+                    "may not be specified when strategy `type` is 'Recreate'",
+                ));
+            }
+        }
+        "RollingUpdate" => {
+            let rolling_path = path.child("rollingUpdate");
+            let max_unavailable = rolling.and_then(|r| r.get("maxUnavailable"));
+            let max_surge = rolling.and_then(|r| r.get("maxSurge"));
+            for (name, value) in [("maxUnavailable", max_unavailable), ("maxSurge", max_surge)] {
+                match (value, int_or_percent(value)) {
+                    (None, _) => {}
+                    (Some(v), None) => errs.push(FieldError::invalid(
+                        rolling_path.child(name),
+                        v,
+                        "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                    )),
+                    (Some(v), Some((n, _))) if n < 0 => errs.push(FieldError::invalid(
+                        rolling_path.child(name),
+                        v,
+                        "must be greater than or equal to 0",
+                    )),
+                    _ => {}
+                }
+            }
+            if int_or_percent(max_unavailable).is_some_and(|(n, _)| n == 0)
+                && int_or_percent(max_surge).is_some_and(|(n, _)| n == 0)
+            {
+                let shown = max_unavailable.map(|v| v.to_string()).unwrap_or_default();
+                errs.push(FieldError::invalid(
+                    rolling_path.child("maxUnavailable"),
+                    shown,
+                    "may not be 0 when `maxSurge` is 0",
+                ));
+            }
+            if let Some((n, true)) = int_or_percent(max_unavailable)
+                && n > 100
+            {
+                errs.push(FieldError::invalid(
+                    rolling_path.child("maxUnavailable"),
+                    format!("{n}%"),
+                    "must not be greater than 100%",
+                ));
+            }
+        }
+        "" => errs.push(FieldError::required(path.child("type"), "")),
+        other => errs.push(FieldError::not_supported(
+            path.child("type"),
+            q(other),
+            &["Recreate", "RollingUpdate"],
+        )),
+    }
+    errs
+}
+
 fn validate_address(path: FieldPath, address: &str, family: Option<&str>) -> Vec<FieldError> {
     match family {
         Some("FQDN") => names::is_dns1123_subdomain(address)
@@ -1369,12 +1438,7 @@ fn validate_endpoint_slice(obj: &Value, old: Option<&Value>) -> Vec<FieldError> 
     let endpoints =
         obj.get("endpoints").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     if endpoints.len() > 1000 {
-        errs.push(FieldError {
-            kind: FieldErrorKind::TooMany,
-            field: FieldPath::new("endpoints"),
-            value: Some(endpoints.len().to_string()),
-            detail: "must have at most 1000 items".into(),
-        });
+        errs.push(FieldError::too_many(FieldPath::new("endpoints"), endpoints.len(), 1000));
     }
     let family = (!address_type.is_empty()).then_some(address_type);
     for (i, endpoint) in endpoints.iter().enumerate() {
@@ -1387,12 +1451,7 @@ fn validate_endpoint_slice(obj: &Value, old: Option<&Value>) -> Vec<FieldError> 
                 "must contain at least 1 address",
             ));
         } else if addresses.len() > 100 {
-            errs.push(FieldError {
-                kind: FieldErrorKind::TooMany,
-                field: epath.child("addresses"),
-                value: Some(addresses.len().to_string()),
-                detail: "must have at most 100 items".into(),
-            });
+            errs.push(FieldError::too_many(epath.child("addresses"), addresses.len(), 100));
         }
         for (j, address) in addresses.iter().enumerate() {
             let address = address.as_str().unwrap_or("");
@@ -1411,12 +1470,7 @@ fn validate_endpoint_slice(obj: &Value, old: Option<&Value>) -> Vec<FieldError> 
     }
     let ports = obj.get("ports").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
     if ports.len() > 100 {
-        errs.push(FieldError {
-            kind: FieldErrorKind::TooMany,
-            field: FieldPath::new("ports"),
-            value: Some(ports.len().to_string()),
-            detail: "must have at most 100 items".into(),
-        });
+        errs.push(FieldError::too_many(FieldPath::new("ports"), ports.len(), 100));
     }
     let mut port_names = BTreeSet::new();
     for (i, port) in ports.iter().enumerate() {

@@ -6,7 +6,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let data_dir = args.next().unwrap_or_else(|| "/tmp/svcnet-serve".into());
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:0".into());
-    let config = svcnet_apiserver::Config { data_dir: data_dir.into(), listen: listen.parse()?, ..Default::default() };
+    let config = svcnet_apiserver::Config {
+        data_dir: data_dir.into(),
+        listen: listen.parse()?,
+        ..Default::default()
+    };
     let cancel = tokio_util::sync::CancellationToken::new();
     let handle = svcnet_apiserver::start(config, cancel.clone()).await?;
     println!("{} {}", handle.url, handle.kubeconfig.display());

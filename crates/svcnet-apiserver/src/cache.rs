@@ -79,6 +79,9 @@ pub struct WatchCache {
     capacity: usize,
 }
 
+/// The buffered events after a resourceVersion, the cache revision, and a live subscription.
+pub type Resume = (Vec<Arc<CacheEvent>>, u64, broadcast::Receiver<Broadcast>);
+
 /// A watch that could not start because `rv` is older than the history kept.
 #[derive(Debug)]
 pub struct TooOld {
@@ -104,13 +107,22 @@ pub fn decode(key: &str, value: &[u8], rev: u64) -> Option<Arc<CachedObject>> {
 
 impl WatchCache {
     /// Lists the store and starts following it. Returns once the initial list is loaded.
-    pub async fn start(store: Arc<dyn Store>, capacity: usize, cancel: CancellationToken) -> svcnet_store::Result<Arc<WatchCache>> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        capacity: usize,
+        cancel: CancellationToken,
+    ) -> svcnet_store::Result<Arc<WatchCache>> {
         let (kvs, rev) = store.list(PREFIX).await?;
         let state = build_state(&kvs);
         let (tx, _) = broadcast::channel(8192);
         let (rev_tx, _) = watch::channel(rev);
         let cache = Arc::new(WatchCache {
-            inner: Mutex::new(Inner { rev, oldest: rev, state, ring: VecDeque::with_capacity(capacity) }),
+            inner: Mutex::new(Inner {
+                rev,
+                oldest: rev,
+                state,
+                ring: VecDeque::with_capacity(capacity),
+            }),
             tx,
             rev_tx,
             capacity,
@@ -229,7 +241,15 @@ impl WatchCache {
                 let Some(obj) = serde_json::to_vec(&last)
                     .ok()
                     .and_then(|j| registry::from_key(&key).map(|(r, _, _)| (r, j)))
-                    .map(|(resource, j)| Arc::new(CachedObject { key: key.clone(), resource, rev, value: last, json: Bytes::from(j) }))
+                    .map(|(resource, j)| {
+                        Arc::new(CachedObject {
+                            key: key.clone(),
+                            resource,
+                            rev,
+                            value: last,
+                            json: Bytes::from(j),
+                        })
+                    })
                 else {
                     return;
                 };
@@ -238,10 +258,10 @@ impl WatchCache {
         };
         let event = Arc::new(event);
         inner.rev = rev;
-        if inner.ring.len() >= self.capacity {
-            if let Some(old) = inner.ring.pop_front() {
-                inner.oldest = old.rev;
-            }
+        if inner.ring.len() >= self.capacity
+            && let Some(old) = inner.ring.pop_front()
+        {
+            inner.oldest = old.rev;
         }
         inner.ring.push_back(event.clone());
         let _ = self.tx.send(Broadcast::Event(event));
@@ -257,13 +277,21 @@ impl WatchCache {
     /// Waits until the cache has applied everything up to `rev`; false on timeout.
     pub async fn wait_for(&self, rev: u64, timeout: Duration) -> bool {
         let mut rx = self.rev_tx.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev)).await.map(|r| r.is_ok()).unwrap_or(false)
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= rev))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
     }
 
     /// The current objects under `prefix`, in key order, and the revision they reflect.
     pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, u64) {
         let inner = self.lock();
-        let items = inner.state.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
+        let items = inner
+            .state
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
         (items, inner.rev)
     }
 
@@ -273,15 +301,23 @@ impl WatchCache {
     }
 
     /// The current objects under `prefix` plus a subscription for every later event.
-    pub fn snapshot_and_subscribe(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, u64, broadcast::Receiver<Broadcast>) {
+    pub fn snapshot_and_subscribe(
+        &self,
+        prefix: &str,
+    ) -> (Vec<Arc<CachedObject>>, u64, broadcast::Receiver<Broadcast>) {
         let inner = self.lock();
-        let items = inner.state.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
+        let items = inner
+            .state
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
         let rx = self.tx.subscribe();
         (items, inner.rev, rx)
     }
 
     /// The buffered events after `rv` plus a subscription for every later one.
-    pub fn subscribe_from(&self, rv: u64) -> Result<(Vec<Arc<CacheEvent>>, u64, broadcast::Receiver<Broadcast>), TooOld> {
+    pub fn subscribe_from(&self, rv: u64) -> Result<Resume, TooOld> {
         let inner = self.lock();
         if rv < inner.oldest {
             return Err(TooOld { oldest: inner.oldest });

@@ -13,7 +13,9 @@ pub fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
     let accept = accept?;
     for part in accept.split(',') {
         let compact: String = part.chars().filter(|c| !c.is_whitespace()).collect();
-        if !compact.contains("as=APIGroupDiscoveryList") || !compact.contains("g=apidiscovery.k8s.io") {
+        if !compact.contains("as=APIGroupDiscoveryList")
+            || !compact.contains("g=apidiscovery.k8s.io")
+        {
             continue;
         }
         if compact.contains("v=v2beta1") {
@@ -66,7 +68,11 @@ pub fn aggregated(core: bool, version: &str) -> Value {
         if group.is_empty() != core {
             continue;
         }
-        let resources: Vec<Value> = RESOURCES.iter().filter(|r| r.group == group && r.version == ver).map(resource_discovery).collect();
+        let resources: Vec<Value> = RESOURCES
+            .iter()
+            .filter(|r| r.group == group && r.version == ver)
+            .map(resource_discovery)
+            .collect();
         items.push(json!({
             "metadata": {"name": group, "creationTimestamp": null},
             "versions": [{"version": ver, "freshness": "Current", "resources": resources}],
@@ -142,7 +148,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return None;
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 #[cfg(test)]
@@ -166,7 +174,9 @@ mod tests {
         assert!(text.contains("\"all\""));
         let apis = aggregated(false, "v2");
         assert!(apis.to_string().contains("endpointslices"));
-        assert!(resource_list("apps", "v1").expect("apps").to_string().contains("deployments/scale"));
+        assert!(
+            resource_list("apps", "v1").expect("apps").to_string().contains("deployments/scale")
+        );
         assert!(api_group_list().to_string().contains("discovery.k8s.io"));
     }
 }

@@ -13,11 +13,19 @@ use crate::registry::Resource;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot prepare the data directory {path}")]
-    DataDir { path: String, #[source] source: std::io::Error },
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create or load the TLS material")]
     Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("cannot listen on {addr}")]
-    Listen { addr: String, #[source] source: std::io::Error },
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the store failed")]
     Store(#[from] svcnet_store::Error),
     #[error("invalid configuration: {0}")]
@@ -71,8 +79,12 @@ impl ApiError {
     }
 
     pub fn already_exists(resource: &Resource, name: &str) -> Self {
-        ApiError::new(409, "AlreadyExists", format!("{} \"{}\" already exists", resource.qualified(), name))
-            .with_details(name_details(resource, name))
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{}\" already exists", resource.qualified(), name),
+        )
+        .with_details(name_details(resource, name))
     }
 
     pub fn conflict(resource: &Resource, name: &str) -> Self {
@@ -89,8 +101,17 @@ impl ApiError {
     }
 
     pub fn conflict_msg(resource: &Resource, name: &str, msg: &str) -> Self {
-        ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{}\": {}", resource.qualified(), name, msg))
-            .with_details(name_details(resource, name))
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{}\": {}",
+                resource.qualified(),
+                name,
+                msg
+            ),
+        )
+        .with_details(name_details(resource, name))
     }
 
     pub fn invalid(resource: &Resource, name: &str, errors: &[FieldError]) -> Self {
@@ -107,7 +128,12 @@ impl ApiError {
         if !resource.group.is_empty() {
             details["group"] = json!(resource.group);
         }
-        ApiError::new(422, "Invalid", format!("{} \"{}\" is invalid: {}", resource.kind, name, list)).with_details(details)
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{} \"{}\" is invalid: {}", resource.kind, name, list),
+        )
+        .with_details(details)
     }
 
     /// A 422 about request options (kind `PatchOptions`, `ListOptions`, …), as apimachinery does.
@@ -130,11 +156,21 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> Self {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"))
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {ct:?})"
+            ),
+        )
     }
 
     pub fn too_large() -> Self {
@@ -197,8 +233,12 @@ impl From<svcnet_store::Error> for ApiError {
             svcnet_store::Error::Compacted { requested, oldest } => {
                 ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
             }
-            svcnet_store::Error::PreconditionFailed { .. } => ApiError::new(409, "Conflict", PRECONDITION),
-            svcnet_store::Error::Unavailable(src) => ApiError::unavailable(format!("storage is unavailable: {src}")),
+            svcnet_store::Error::PreconditionFailed { .. } => {
+                ApiError::new(409, "Conflict", PRECONDITION)
+            }
+            svcnet_store::Error::Unavailable(src) => {
+                ApiError::unavailable(format!("storage is unavailable: {src}"))
+            }
             other => ApiError::internal(other),
         }
     }

@@ -44,7 +44,8 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 fn text_response(code: u16, text: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::from(text));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
@@ -54,7 +55,10 @@ fn reply_response(reply: Reply, format: Format) -> Response<Body> {
         ReplyBody::Raw(b) => json_response(reply.code, b, JSON),
     };
     if let Format::Table(_) = format {
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io"),
+        );
     }
     for w in reply.warnings {
         let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
@@ -80,8 +84,12 @@ pub fn version_info() -> Value {
 }
 
 fn authorized(state: &State, req: &Request<hyper::body::Incoming>) -> bool {
-    let Some(h) = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) else { return false };
-    let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else { return false };
+    let Some(h) = req.headers().get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let Some(token) = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")) else {
+        return false;
+    };
     constant_time_eq(token.trim().as_bytes(), state.token.as_bytes())
 }
 
@@ -97,7 +105,12 @@ pub async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> R
     // Health checks are anonymous, as the real server's are.
     match path.as_str() {
         "/healthz" | "/livez" | "/readyz" => return text_response(200, "ok"),
-        p if p.starts_with("/healthz/") || p.starts_with("/livez/") || p.starts_with("/readyz/") => return text_response(200, "ok"),
+        p if p.starts_with("/healthz/")
+            || p.starts_with("/livez/")
+            || p.starts_with("/readyz/") =>
+        {
+            return text_response(200, "ok");
+        }
         _ => {}
     }
     if !authorized(&state, &req) {
@@ -123,7 +136,8 @@ async fn read_body(state: &State, mut body: hyper::body::Incoming) -> Result<Byt
     let mut total = 0usize;
     let read = async {
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            let frame = frame
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
             if let Ok(data) = frame.into_data() {
                 total += data.len();
                 if total <= limit {
@@ -156,23 +170,40 @@ fn decode_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
                 ApiError::bad_request(format!("cannot decode the protobuf body: {e}"))
             }
         }),
-        "" | "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml" | "*/*" => {
+        "" | "application/json" | "application/yaml" | "application/x-yaml" | "text/yaml"
+        | "*/*" => {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Err(ApiError::bad_request("the request body is empty"));
             }
-            object::parse_body(body).map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
+            object::parse_body(body).map_err(|e| {
+                ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+            })
         }
         _ => Err(ApiError::unsupported_media_type(content_type)),
     }
 }
 
-async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(
+    state: &Arc<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = Query::parse(req.uri().query());
-    let accept = req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).map(str::to_string);
-    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    let user_agent = req.headers().get(header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+    let accept =
+        req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).map(str::to_string);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
 
     // Non-resource paths.
@@ -180,22 +211,51 @@ async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
         (Method::GET, ["version"]) => return Ok(value_response(200, &version_info())),
         (Method::GET, ["api"]) => {
             return Ok(match discovery::aggregated_version(accept.as_deref()) {
-                Some(v) => json_response(200, Bytes::from(discovery::aggregated(true, v).to_string()), &discovery::aggregated_content_type(v)),
-                None => value_response(200, &discovery::api_versions(&format!("{}:{}", state.advertise, state.port))),
+                Some(v) => json_response(
+                    200,
+                    Bytes::from(discovery::aggregated(true, v).to_string()),
+                    &discovery::aggregated_content_type(v),
+                ),
+                None => value_response(
+                    200,
+                    &discovery::api_versions(&format!("{}:{}", state.advertise, state.port)),
+                ),
             });
         }
         (Method::GET, ["apis"]) => {
             return Ok(match discovery::aggregated_version(accept.as_deref()) {
-                Some(v) => json_response(200, Bytes::from(discovery::aggregated(false, v).to_string()), &discovery::aggregated_content_type(v)),
+                Some(v) => json_response(
+                    200,
+                    Bytes::from(discovery::aggregated(false, v).to_string()),
+                    &discovery::aggregated_content_type(v),
+                ),
                 None => value_response(200, &discovery::api_group_list()),
             });
         }
-        (Method::GET, ["api", v]) => return discovery::resource_list("", v).map(|d| value_response(200, &d)).ok_or_else(ApiError::path_not_found),
-        (Method::GET, ["apis", g]) => return discovery::group(g).map(|d| value_response(200, &d)).ok_or_else(ApiError::path_not_found),
-        (Method::GET, ["apis", g, v]) => return discovery::resource_list(g, v).map(|d| value_response(200, &d)).ok_or_else(ApiError::path_not_found),
-        (Method::GET, ["openapi", "v3"]) => return Ok(json_response(200, state.openapi.index(), JSON)),
+        (Method::GET, ["api", v]) => {
+            return discovery::resource_list("", v)
+                .map(|d| value_response(200, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        (Method::GET, ["apis", g]) => {
+            return discovery::group(g)
+                .map(|d| value_response(200, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        (Method::GET, ["apis", g, v]) => {
+            return discovery::resource_list(g, v)
+                .map(|d| value_response(200, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        (Method::GET, ["openapi", "v3"]) => {
+            return Ok(json_response(200, state.openapi.index(), JSON));
+        }
         (Method::GET, ["openapi", "v3", rest @ ..]) => {
-            return state.openapi.document(&rest.join("/")).map(|b| json_response(200, b, JSON)).ok_or_else(ApiError::path_not_found);
+            return state
+                .openapi
+                .document(&rest.join("/"))
+                .map(|b| json_response(200, b, JSON))
+                .ok_or_else(ApiError::path_not_found);
         }
         _ => {}
     }
@@ -209,18 +269,20 @@ async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
     let format = query::format(accept.as_deref(), &query);
     let resource = target.resource;
 
-    let body_bytes = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-        read_body(state, req.into_body()).await?
-    } else {
-        Bytes::new()
-    };
+    let body_bytes =
+        if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            read_body(state, req.into_body()).await?
+        } else {
+            Bytes::new()
+        };
 
     match method {
         Method::GET => {
             if target.sub == Some(Sub::Log) {
                 let stream = logs::logs(state, &target, &query).await?;
                 let mut resp = Response::new(Body::from_stream(stream));
-                resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                 return Ok(resp);
             }
             let is_watch = query.flag("watch");
@@ -228,16 +290,23 @@ async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
                 if is_watch {
                     let rx = watch::watch(state, &target, &query, format).await?;
                     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-                    let mut resp = Response::new(Body::from_stream(stream.map(|r| r.map_err(|never| match never {}))));
+                    let mut resp = Response::new(Body::from_stream(
+                        stream.map(|r| r.map_err(|never| match never {})),
+                    ));
                     let ct = match format {
                         Format::Table(_) => "application/json;as=Table;v=v1;g=meta.k8s.io",
                         Format::Json => JSON,
                     };
                     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-                    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+                    resp.headers_mut().insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("no-cache, private"),
+                    );
                     return Ok(resp);
                 }
-                return rest::list(state, &target, &query, format).await.map(|r| reply_response(r, format));
+                return rest::list(state, &target, &query, format)
+                    .await
+                    .map(|r| reply_response(r, format));
             }
             rest::get(state, &target, &query, format).await.map(|r| reply_response(r, format))
         }
@@ -248,7 +317,9 @@ async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
             let opts = WriteOptions::from_query(&query, &user_agent)?;
             let body = decode_object(&content_type, &body_bytes)?;
             if target.sub == Some(Sub::Binding) {
-                return rest::create(state, &target, body, &opts).await.map(|r| reply_response(r, Format::Json));
+                return rest::create(state, &target, body, &opts)
+                    .await
+                    .map(|r| reply_response(r, Format::Json));
             }
             let _ = resource;
             rest::create(state, &target, body, &opts).await.map(|r| reply_response(r, Format::Json))
@@ -265,14 +336,19 @@ async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
             if target.name.is_none() {
                 return Err(ApiError::method_not_allowed());
             }
-            let patch_type = PatchType::from_content_type(&content_type).ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
+            let patch_type = PatchType::from_content_type(&content_type)
+                .ok_or_else(|| ApiError::unsupported_media_type(&content_type))?;
             let opts = WriteOptions::from_query(&query, &user_agent)?;
-            rest::patch(state, &target, patch_type, &body_bytes, &query, &opts).await.map(|r| reply_response(r, Format::Json))
+            rest::patch(state, &target, patch_type, &body_bytes, &query, &opts)
+                .await
+                .map(|r| reply_response(r, Format::Json))
         }
         Method::DELETE => {
             let opts = DeleteOptions::parse(&body_bytes, &query)?;
             if target.name.is_none() {
-                return rest::delete_collection(state, &target, &query, &opts).await.map(|r| reply_response(r, Format::Json));
+                return rest::delete_collection(state, &target, &query, &opts)
+                    .await
+                    .map(|r| reply_response(r, Format::Json));
             }
             rest::delete(state, &target, &opts).await.map(|r| reply_response(r, Format::Json))
         }
@@ -282,15 +358,32 @@ async fn route(state: &Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
 
 /// Parses the part after `/api/v1` or `/apis/<g>/<v>`.
 pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-    let find = |plural: &str| registry::find(group, version, plural).ok_or_else(ApiError::path_not_found);
-    let sub = |s: &str, r: &registry::Resource| Sub::parse(s).filter(|s| r.has_sub(*s)).ok_or_else(ApiError::path_not_found);
+    let find =
+        |plural: &str| registry::find(group, version, plural).ok_or_else(ApiError::path_not_found);
+    let sub = |s: &str, r: &registry::Resource| {
+        Sub::parse(s).filter(|s| r.has_sub(*s)).ok_or_else(ApiError::path_not_found)
+    };
     match rest {
-        ["namespaces", ns, plural, tail @ ..] if registry::find(group, version, plural).is_some_and(|r| r.namespaced) => {
+        ["namespaces", ns, plural, tail @ ..]
+            if registry::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
             let resource = find(plural)?;
             match tail {
-                [] => Ok(Target { resource, namespace: Some(ns.to_string()), name: None, sub: None }),
-                [name] => Ok(Target { resource, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: None }),
-                [name, s] => Ok(Target { resource, namespace: Some(ns.to_string()), name: Some(name.to_string()), sub: Some(sub(s, resource)?) }),
+                [] => {
+                    Ok(Target { resource, namespace: Some(ns.to_string()), name: None, sub: None })
+                }
+                [name] => Ok(Target {
+                    resource,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    sub: None,
+                }),
+                [name, s] => Ok(Target {
+                    resource,
+                    namespace: Some(ns.to_string()),
+                    name: Some(name.to_string()),
+                    sub: Some(sub(s, resource)?),
+                }),
                 _ => Err(ApiError::path_not_found()),
             }
         }
@@ -310,7 +403,12 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
             if resource.namespaced {
                 return Err(ApiError::path_not_found());
             }
-            Ok(Target { resource, namespace: None, name: Some(name.to_string()), sub: Some(sub(s, resource)?) })
+            Ok(Target {
+                resource,
+                namespace: None,
+                name: Some(name.to_string()),
+                sub: Some(sub(s, resource)?),
+            })
         }
         _ => Err(ApiError::path_not_found()),
     }
@@ -322,10 +420,17 @@ mod tests {
 
     #[test]
     fn routes() {
-        let t = parse_target("", "v1", &["namespaces", "default", "services", "web", "status"]).expect("route");
-        assert_eq!((t.resource.plural, t.namespace.as_deref(), t.name.as_deref(), t.sub), ("services", Some("default"), Some("web"), Some(Sub::Status)));
+        let t = parse_target("", "v1", &["namespaces", "default", "services", "web", "status"])
+            .expect("route");
+        assert_eq!(
+            (t.resource.plural, t.namespace.as_deref(), t.name.as_deref(), t.sub),
+            ("services", Some("default"), Some("web"), Some(Sub::Status))
+        );
         let t = parse_target("", "v1", &["namespaces", "x", "status"]).expect("route");
-        assert_eq!((t.resource.plural, t.name.as_deref(), t.sub), ("namespaces", Some("x"), Some(Sub::Status)));
+        assert_eq!(
+            (t.resource.plural, t.name.as_deref(), t.sub),
+            ("namespaces", Some("x"), Some(Sub::Status))
+        );
         let t = parse_target("", "v1", &["namespaces", "x"]).expect("route");
         assert_eq!((t.resource.plural, t.name.as_deref()), ("namespaces", Some("x")));
         let t = parse_target("", "v1", &["services"]).expect("route");
@@ -333,7 +438,8 @@ mod tests {
         assert!(parse_target("", "v1", &["services", "x"]).is_err());
         assert!(parse_target("", "v1", &["bogus"]).is_err());
         assert!(parse_target("", "v1", &["namespaces", "x", "services", "a", "bogus"]).is_err());
-        let t = parse_target("apps", "v1", &["namespaces", "d", "deployments", "x", "scale"]).expect("route");
+        let t = parse_target("apps", "v1", &["namespaces", "d", "deployments", "x", "scale"])
+            .expect("route");
         assert_eq!(t.sub, Some(Sub::Scale));
     }
 }

@@ -24,8 +24,8 @@ pub trait KindVisitor {
 /// Calls `v` with the typed struct of (`group`, `kind`); None for an unknown kind.
 pub fn visit<V: KindVisitor>(group: &str, kind: &str, v: V) -> Option<V::Out> {
     use k8s_openapi::api::{
-        apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coordination, core::v1 as core,
-        discovery::v1 as discovery, events::v1 as events,
+        apps::v1 as apps, autoscaling::v1 as autoscaling, coordination::v1 as coordination,
+        core::v1 as core, discovery::v1 as discovery, events::v1 as events,
     };
     Some(match (group, kind) {
         ("", "Namespace") => v.visit::<core::Namespace>(),
@@ -74,7 +74,12 @@ pub fn normalize(resource: &Resource, value: Value) -> Result<Value, ApiError> {
     normalize_kind(resource.group, resource.version, resource.kind, value)
 }
 
-pub fn normalize_kind(group: &str, version: &str, kind: &str, value: Value) -> Result<Value, ApiError> {
+pub fn normalize_kind(
+    group: &str,
+    version: &str,
+    kind: &str,
+    value: Value,
+) -> Result<Value, ApiError> {
     match visit(group, kind, RoundTrip(value)) {
         Some(Ok(v)) => Ok(v),
         Some(Err(e)) => Err(ApiError::bad_request(format!(
@@ -86,7 +91,12 @@ pub fn normalize_kind(group: &str, version: &str, kind: &str, value: Value) -> R
 
 /// Unknown fields of a request body (for fieldValidation), as `spec.bogusField` paths.
 pub fn unknown_fields(resource: &Resource, body: &Value) -> Vec<String> {
-    let mut out = svcnet_api::strict::unknown_fields_for_kind(resource.group, resource.version, resource.kind, body);
+    let mut out = svcnet_api::strict::unknown_fields_for_kind(
+        resource.group,
+        resource.version,
+        resource.kind,
+        body,
+    );
     // `$setElementOrder/…` and other patch directives are never fields; they cannot reach here
     // (the patched result is checked), but an apply body may not carry them either.
     out.retain(|f| !f.contains('$'));
@@ -104,7 +114,8 @@ pub fn apply_defaults(resource: &Resource, obj: &mut Value) -> Result<(), ApiErr
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
         }
     }
-    svcnet_api::defaults::default_object(resource.group, resource.kind, obj).map_err(ApiError::bad_request)?;
+    svcnet_api::defaults::default_object(resource.group, resource.kind, obj)
+        .map_err(ApiError::bad_request)?;
     crate::object::strip_nulls(obj);
     Ok(())
 }
@@ -115,12 +126,11 @@ pub fn prepare_create(resource: &Resource, obj: &mut Value) {
         ("", "Service") => {
             obj["status"] = json!({"loadBalancer": {}});
         }
-        ("", "Pod") => {
-            if obj.pointer("/status/phase").is_none() {
-                let status = obj.as_object_mut().map(|m| m.entry("status").or_insert_with(|| json!({})));
-                if let Some(Value::Object(s)) = status {
-                    s.insert("phase".into(), json!("Pending"));
-                }
+        ("", "Pod") if obj.pointer("/status/phase").is_none() => {
+            let status =
+                obj.as_object_mut().map(|m| m.entry("status").or_insert_with(|| json!({})));
+            if let Some(Value::Object(s)) = status {
+                s.insert("phase".into(), json!("Pending"));
             }
         }
         ("apps", "Deployment") | ("apps", "ReplicaSet") => {
@@ -154,5 +164,8 @@ pub fn spec_changed(old: &Value, new: &Value) -> bool {
 
 /// Whether the kind tracks `metadata.generation`.
 pub fn has_generation(resource: &Resource) -> bool {
-    matches!(resource.kind, "Service" | "Pod" | "Deployment" | "ReplicaSet" | "EndpointSlice" | "Node" | "Lease")
+    matches!(
+        resource.kind,
+        "Service" | "Pod" | "Deployment" | "ReplicaSet" | "EndpointSlice" | "Node" | "Lease"
+    )
 }

@@ -99,6 +99,11 @@ impl ServerHandle {
     pub async fn stopped(self) {
         let _ = self.done.await;
     }
+
+    /// Same as `stopped`.
+    pub async fn wait(self) {
+        self.stopped().await
+    }
 }
 
 /// Starts the server; it serves `/readyz` with 200 when this returns.

@@ -21,7 +21,8 @@ use crate::{kinds, object};
 pub const INITIAL: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 pub async fn bootstrap(state: &Arc<State>) -> crate::Result<()> {
-    let ns = registry::find("", "v1", "namespaces").ok_or_else(|| Error::Bootstrap("namespaces not registered".into()))?;
+    let ns = registry::find("", "v1", "namespaces")
+        .ok_or_else(|| Error::Bootstrap("namespaces not registered".into()))?;
     for name in INITIAL {
         let key = ns.key(None, name);
         if state.store.get(&key).await?.is_some() {
@@ -31,7 +32,11 @@ pub async fn bootstrap(state: &Arc<State>) -> crate::Result<()> {
         rest::stamp_new(&mut obj, ns);
         kinds::apply_defaults(ns, &mut obj).map_err(|e| Error::Bootstrap(e.message))?;
         let value = serde_json::to_vec(&obj).map_err(|e| Error::Bootstrap(e.to_string()))?;
-        match state.store.txn(vec![Op::Put { key, value, precondition: Precondition::Absent }]).await {
+        match state
+            .store
+            .txn(vec![Op::Put { key, value, precondition: Precondition::Absent }])
+            .await
+        {
             Ok(_) | Err(svcnet_store::Error::PreconditionFailed { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -79,7 +84,9 @@ async fn finalize(state: &Arc<State>, name: &str) {
         match finalize_once(state, name).await {
             Ok(true) => return,
             Ok(false) => {}
-            Err(e) => tracing::warn!(namespace = name, error = %e.message, "namespace deletion step failed; retrying"),
+            Err(e) => {
+                tracing::warn!(namespace = name, error = %e.message, "namespace deletion step failed; retrying")
+            }
         }
         tokio::select! {
             _ = state.cancel.cancelled() => return,
@@ -91,7 +98,8 @@ async fn finalize(state: &Arc<State>, name: &str) {
 
 /// One pass; true once the namespace is gone.
 async fn finalize_once(state: &Arc<State>, name: &str) -> Result<bool, ApiError> {
-    let ns = registry::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    let ns = registry::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
     let Some(kv) = state.store.get(&ns.key(None, name)).await? else { return Ok(true) };
     let nsobj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
     if object::deletion_timestamp(&nsobj).is_none() {
@@ -104,20 +112,34 @@ async fn finalize_once(state: &Arc<State>, name: &str) -> Result<bool, ApiError>
         for kv in kvs {
             remaining += 1;
             let Some((_, _, obj_name)) = registry::from_key(&kv.key) else { continue };
-            let target = Target { resource, namespace: Some(name.to_string()), name: Some(obj_name.to_string()), sub: None };
+            let target = Target {
+                resource,
+                namespace: Some(name.to_string()),
+                name: Some(obj_name.to_string()),
+                sub: None,
+            };
             // Pods go immediately: their namespace is going away.
             let opts = DeleteOptions { grace_period: Some(0), ..Default::default() };
             match rest::delete(state, &target, &opts).await {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
-                Err(e) => tracing::debug!(key = %kv.key, error = %e.message, "namespace content delete failed"),
+                Err(e) => {
+                    tracing::debug!(key = %kv.key, error = %e.message, "namespace content delete failed")
+                }
             }
         }
     }
     if remaining > 0 {
         return Ok(false);
     }
-    match state.store.txn(vec![Op::Delete { key: ns.key(None, name), precondition: Precondition::ModRevision(kv.mod_revision) }]).await {
+    match state
+        .store
+        .txn(vec![Op::Delete {
+            key: ns.key(None, name),
+            precondition: Precondition::ModRevision(kv.mod_revision),
+        }])
+        .await
+    {
         Ok(_) => {
             tracing::info!(namespace = name, "namespace deleted");
             Ok(true)

@@ -91,7 +91,8 @@ pub fn strip_nulls(v: &mut Value) {
 
 /// Parses a JSON or YAML body into a value.
 pub fn parse_body(body: &[u8]) -> Result<Value, String> {
-    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
+    let trimmed =
+        body.iter().position(|b| !b.is_ascii_whitespace()).map(|i| &body[i..]).unwrap_or(&[]);
     if trimmed.first() == Some(&b'{') || trimmed.first() == Some(&b'[') {
         serde_json::from_slice(trimmed).map_err(|e| e.to_string())
     } else {

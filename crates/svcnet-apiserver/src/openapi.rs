@@ -50,13 +50,20 @@ fn op(kind_gvk: &Value, action: &str, id: &str, params: Vec<Value>) -> Value {
 }
 
 fn write_params() -> Vec<Value> {
-    vec![param("dryRun", "query", false), param("fieldManager", "query", false), param("fieldValidation", "query", false)]
+    vec![
+        param("dryRun", "query", false),
+        param("fieldManager", "query", false),
+        param("fieldValidation", "query", false),
+    ]
 }
 
 fn item_paths(r: &Resource, paths: &mut Map<String, Value>) {
     let base = r.path_prefix();
     let (collection, item) = if r.namespaced {
-        (format!("{base}/namespaces/{{namespace}}/{}", r.plural), format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural))
+        (
+            format!("{base}/namespaces/{{namespace}}/{}", r.plural),
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural),
+        )
     } else {
         (format!("{base}/{}", r.plural), format!("{base}/{}/{{name}}", r.plural))
     };
@@ -96,9 +103,15 @@ fn item_paths(r: &Resource, paths: &mut Map<String, Value>) {
                 "put": op(&sg, "put", &format!("replace{sid}"), write_params()),
                 "patch": op(&sg, "patch", &format!("patch{sid}"), patch_params.clone()),
             }),
-            Sub::Binding => json!({"post": op(&sg, "post", &format!("create{sid}"), write_params())}),
-            Sub::Log => json!({"get": op(&sg, "get", &format!("read{sid}"), vec![param("container", "query", false), param("follow", "query", false)])}),
-            Sub::Finalize => json!({"put": op(&sg, "put", &format!("replace{sid}"), write_params())}),
+            Sub::Binding => {
+                json!({"post": op(&sg, "post", &format!("create{sid}"), write_params())})
+            }
+            Sub::Log => {
+                json!({"get": op(&sg, "get", &format!("read{sid}"), vec![param("container", "query", false), param("follow", "query", false)])})
+            }
+            Sub::Finalize => {
+                json!({"put": op(&sg, "put", &format!("replace{sid}"), write_params())})
+            }
         };
         paths.insert(sub_path, value);
     }
@@ -110,16 +123,22 @@ fn document(group: &str, version: &str) -> Value {
     let mut gvks: Vec<(String, Value)> = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         item_paths(r, &mut paths);
-        if let Some(name) = kinds::visit(r.group, r.kind, SchemaOf(&mut generator)).and(kinds::schema_name(r.group, r.kind)) {
+        if let Some(name) = kinds::visit(r.group, r.kind, SchemaOf(&mut generator))
+            .and(kinds::schema_name(r.group, r.kind))
+        {
             gvks.push((name, gvk(r.group, r.version, r.kind)));
         }
         if r.has_sub(Sub::Scale) {
             let _ = generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
-            gvks.push(("io.k8s.api.autoscaling.v1.Scale".into(), gvk("autoscaling", "v1", "Scale")));
+            gvks.push((
+                "io.k8s.api.autoscaling.v1.Scale".into(),
+                gvk("autoscaling", "v1", "Scale"),
+            ));
         }
     }
     let _ = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
-    let _ = generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
+    let _ =
+        generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions>();
     let mut schemas = generator.take_definitions(true);
     for (name, g) in gvks {
         if let Some(Value::Object(schema)) = schemas.get_mut(&name) {
@@ -148,10 +167,14 @@ impl OpenApi {
             let bytes = serde_json::to_vec(&doc).unwrap_or_default();
             let hash: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02X}")).collect();
             let path = doc_path(group, version);
-            index.insert(path.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}));
+            index.insert(
+                path.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash}")}),
+            );
             docs.insert(path, (hash, bytes::Bytes::from(bytes)));
         }
-        let index = bytes::Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default());
+        let index =
+            bytes::Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default());
         OpenApi { docs, index }
     }
 
@@ -176,14 +199,24 @@ mod tests {
         for (g, v) in registry::group_versions() {
             assert!(index["paths"].get(doc_path(g, v)).is_some(), "{g}/{v} missing from index");
         }
-        let doc: Value = serde_json::from_slice(&api.document("api/v1").expect("api/v1")).expect("doc");
+        let doc: Value =
+            serde_json::from_slice(&api.document("api/v1").expect("api/v1")).expect("doc");
         let patch = &doc["paths"]["/api/v1/namespaces/{namespace}/services/{name}"]["patch"];
         assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Service");
-        assert!(patch["parameters"].as_array().expect("params").iter().any(|p| p["name"] == "fieldValidation"));
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .expect("params")
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         let svc = &doc["components"]["schemas"]["io.k8s.api.core.v1.Service"];
         assert_eq!(svc["x-kubernetes-group-version-kind"][0]["kind"], "Service");
         let spec_ref = svc["properties"]["spec"].to_string();
-        assert!(spec_ref.contains("#/components/schemas/io.k8s.api.core.v1.ServiceSpec"), "{spec_ref}");
+        assert!(
+            spec_ref.contains("#/components/schemas/io.k8s.api.core.v1.ServiceSpec"),
+            "{spec_ref}"
+        );
         assert!(doc["components"]["schemas"]["io.k8s.api.core.v1.ServiceSpec"].is_object());
     }
 }

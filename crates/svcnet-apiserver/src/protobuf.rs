@@ -3,7 +3,7 @@
 //! `kubectl create namespace X` and `kubectl create service clusterip|nodeport|loadbalancer`
 //! POST `application/vnd.kubernetes.protobuf` bodies and do not retry with JSON (kubectl-api.md
 //! §4.2). A body is the magic `k8s\0` followed by a `runtime.Unknown` (typeMeta = 1, raw = 2)
-//! whose `raw` is the object. This reader knows the fields of Namespace and Service those
+//! whose `raw` is the object. This reader knows the fields of Namespace, Service and ConfigMap those
 //! generators set (field numbers from k8s.io/api/core/v1/generated.proto); other kinds and
 //! fields are deliberately absent and rejected with 415 by the caller.
 
@@ -294,10 +294,33 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let mut out = Map::new();
     out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!(kind));
-    let spec_decoder: fn(&[u8]) -> Result<Value, String> = match (api_version.as_str(), kind.as_str()) {
+    if (api_version.as_str(), kind.as_str()) == ("v1", "ConfigMap") {
+        // ConfigMap: metadata = 1, data = 2 (map), immutable = 4 (binaryData is left out).
+        for (n, f) in fields(object)? {
+            match n {
+                1 => {
+                    out.insert("metadata".into(), object_meta(bytes(&f)?)?);
+                }
+                2 => insert_map(&mut out, "data", map_entry(bytes(&f)?)?),
+                4 => {
+                    out.insert("immutable".into(), json!(int(&f)? != 0));
+                }
+                _ => {}
+            }
+        }
+        return Ok(Value::Object(out));
+    }
+    let spec_decoder: fn(&[u8]) -> Result<Value, String> = match (
+        api_version.as_str(),
+        kind.as_str(),
+    ) {
         ("v1", "Service") => service_spec,
         ("v1", "Namespace") => namespace_spec,
-        _ => return Err(format!("protobuf bodies are supported for v1 Service and Namespace only, not {api_version} {kind}")),
+        _ => {
+            return Err(format!(
+                "protobuf bodies are supported for v1 Service, Namespace and ConfigMap only, not {api_version} {kind}"
+            ));
+        }
     };
     for (n, f) in fields(object)? {
         match n {

@@ -104,7 +104,11 @@ pub fn format(accept: Option<&str>, query: &Query) -> Format {
             };
             return Format::Table(include);
         }
-        if media == "application/json" || media == "*/*" || media == "application/*" || media == "application/yaml" {
+        if media == "application/json"
+            || media == "*/*"
+            || media == "application/*"
+            || media == "application/yaml"
+        {
             return Format::Json;
         }
     }
@@ -117,7 +121,9 @@ mod tests {
 
     #[test]
     fn parses_kube_rs_queries() {
-        let q = Query::parse(Some("&watch=true&timeoutSeconds=290&labelSelector=app%3Dx%2Cb+in+%28c%29"));
+        let q = Query::parse(Some(
+            "&watch=true&timeoutSeconds=290&labelSelector=app%3Dx%2Cb+in+%28c%29",
+        ));
         assert!(q.flag("watch"));
         assert_eq!(q.get("timeoutSeconds"), Some("290"));
         assert_eq!(q.get("labelSelector"), Some("app=x,b in (c)"));
@@ -132,7 +138,10 @@ mod tests {
         let t = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(format(Some(t), &q), Format::Table(IncludeObject::Metadata));
         assert_eq!(format(Some("application/json"), &q), Format::Json);
-        assert_eq!(format(Some("application/vnd.kubernetes.protobuf,application/json"), &q), Format::Json);
+        assert_eq!(
+            format(Some("application/vnd.kubernetes.protobuf,application/json"), &q),
+            Format::Json
+        );
         assert_eq!(format(None, &q), Format::Json);
     }
 }

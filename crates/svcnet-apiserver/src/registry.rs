@@ -37,9 +37,14 @@ impl Sub {
     }
 
     /// (group, version, kind) of the subresource's request/response, and its verbs.
-    pub fn describe(self, parent: &Resource) -> ((&'static str, &'static str, &'static str), &'static [&'static str]) {
+    pub fn describe(
+        self,
+        parent: &Resource,
+    ) -> ((&'static str, &'static str, &'static str), &'static [&'static str]) {
         match self {
-            Sub::Status => ((parent.group, parent.version, parent.kind), &["get", "patch", "update"]),
+            Sub::Status => {
+                ((parent.group, parent.version, parent.kind), &["get", "patch", "update"])
+            }
             Sub::Scale => (("autoscaling", "v1", "Scale"), &["get", "patch", "update"]),
             Sub::Binding => (("", "v1", "Binding"), &["create"]),
             Sub::Log => (("", "v1", "Pod"), &["get"]),
@@ -66,7 +71,11 @@ pub struct Resource {
 
 impl Resource {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     pub fn list_kind(&self) -> String {
@@ -118,7 +127,11 @@ impl Resource {
 
     /// `services "web"` style qualified resource name used in messages (`services.apps` for groups).
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 }
 

@@ -98,7 +98,12 @@ impl WriteOptions {
                 )));
             }
         };
-        Ok(WriteOptions { dry_run, field_manager: q.value("fieldManager").map(str::to_string), validation, user_agent: user_agent.to_string() })
+        Ok(WriteOptions {
+            dry_run,
+            field_manager: q.value("fieldManager").map(str::to_string),
+            validation,
+            user_agent: user_agent.to_string(),
+        })
     }
 
     /// The manager recorded in managedFields: `fieldManager`, else the user agent's program.
@@ -112,7 +117,8 @@ impl WriteOptions {
 }
 
 fn decode_kv(resource: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut v: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+    let mut v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
     object::set_resource_version(&mut v, kv.mod_revision);
     ensure_type_meta(resource, &mut v);
     Ok(v)
@@ -159,18 +165,23 @@ pub fn stamp_new(obj: &mut Value, resource: &Resource) {
 }
 
 fn check_type_meta(resource: &Resource, body: &Value) -> Result<(), ApiError> {
-    if let Some(av) = body.get("apiVersion").and_then(Value::as_str) {
-        if !av.is_empty() && av != resource.api_version() {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({})",
-                resource.api_version()
-            )));
-        }
+    if let Some(av) = body.get("apiVersion").and_then(Value::as_str)
+        && !av.is_empty()
+        && av != resource.api_version()
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({})",
+            resource.api_version()
+        )));
     }
-    if let Some(k) = body.get("kind").and_then(Value::as_str) {
-        if !k.is_empty() && k != resource.kind {
-            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", resource.kind)));
-        }
+    if let Some(k) = body.get("kind").and_then(Value::as_str)
+        && !k.is_empty()
+        && k != resource.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({k}) does not match the expected kind ({})",
+            resource.kind
+        )));
     }
     if !body.is_object() {
         return Err(ApiError::bad_request(format!(
@@ -182,7 +193,12 @@ fn check_type_meta(resource: &Resource, body: &Value) -> Result<(), ApiError> {
 }
 
 /// Field validation of a request body: an error for Strict, warnings for Warn.
-fn field_validation(resource: &Resource, body: &Value, opts: &WriteOptions, warnings: &mut Vec<String>) -> Result<(), ApiError> {
+fn field_validation(
+    resource: &Resource,
+    body: &Value,
+    opts: &WriteOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(), ApiError> {
     if opts.validation == Validation::Ignore {
         return Ok(());
     }
@@ -192,7 +208,11 @@ fn field_validation(resource: &Resource, body: &Value, opts: &WriteOptions, warn
     }
     match opts.validation {
         Validation::Strict => {
-            let list = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect::<Vec<_>>().join(", ");
+            let list = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             Err(ApiError::bad_request(format!(
                 "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {list}",
                 resource.kind, resource.version, resource.kind
@@ -205,20 +225,35 @@ fn field_validation(resource: &Resource, body: &Value, opts: &WriteOptions, warn
     }
 }
 
-async fn check_namespace(state: &State, resource: &Resource, namespace: Option<&str>) -> Result<(), ApiError> {
+async fn check_namespace(
+    state: &State,
+    resource: &Resource,
+    namespace: Option<&str>,
+) -> Result<(), ApiError> {
     if !resource.namespaced {
         return Ok(());
     }
     let Some(ns) = namespace else { return Err(ApiError::bad_request("a namespace is required")) };
-    let ns_res = registry::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces not registered"))?;
-    match state.store.get(&ns_res.key(None, ns)).await? {
+    let ns_res = registry::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces not registered"))?;
+    let key = ns_res.key(None, ns);
+    // The cache answers the common case; a namespace it has not seen yet (just created) is
+    // looked up in the store.
+    let found = match state.cache.get(&key) {
+        Some(o) => Some(o.value.clone()),
+        None => state
+            .store
+            .get(&key)
+            .await?
+            .map(|kv| serde_json::from_slice::<Value>(&kv.value).unwrap_or(Value::Null)),
+    };
+    match found {
         None => Err(ApiError::namespace_not_found(ns)),
-        Some(kv) => {
-            let v: Value = serde_json::from_slice(&kv.value).unwrap_or(Value::Null);
+        Some(v) => {
             if object::deletion_timestamp(&v).is_some() {
                 Err(ApiError::forbidden(format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    resource.plural, ""
+                    "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    resource.plural
                 )))
             } else {
                 Ok(())
@@ -234,7 +269,12 @@ fn is_service(resource: &Resource) -> bool {
 // ---------------------------------------------------------------------------------------------
 // get / list
 
-pub async fn get(state: &Arc<State>, target: &Target, query: &Query, format: Format) -> Result<Reply, ApiError> {
+pub async fn get(
+    state: &Arc<State>,
+    target: &Target,
+    query: &Query,
+    format: Format,
+) -> Result<Reply, ApiError> {
     let (obj, _) = read(state, target).await?;
     match target.sub {
         Some(Sub::Scale) => return Ok(Reply::ok(scale_of(target.resource, &obj))),
@@ -259,14 +299,17 @@ pub struct Filters {
 
 impl Filters {
     pub fn parse(resource: &Resource, q: &Query) -> Result<Filters, ApiError> {
-        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
         fields.check_supported(resource.kind).map_err(ApiError::bad_request)?;
         Ok(Filters { labels, fields })
     }
 
     pub fn matches(&self, resource: &Resource, obj: &Value) -> bool {
-        self.labels.matches_object(obj) && (self.fields.is_empty() || self.fields.matches(resource.kind, obj))
+        self.labels.matches_object(obj)
+            && (self.fields.is_empty() || self.fields.matches(resource.kind, obj))
     }
 }
 
@@ -278,7 +321,8 @@ struct ContinueToken {
 
 fn encode_continue(rv: u64, start: &str) -> String {
     let t = ContinueToken { rv, start: start.to_string() };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&t).unwrap_or_default())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&t).unwrap_or_default())
 }
 
 fn decode_continue(s: &str) -> Result<ContinueToken, ApiError> {
@@ -289,7 +333,11 @@ fn decode_continue(s: &str) -> Result<ContinueToken, ApiError> {
 }
 
 /// Objects of a collection, fresh as of "now" (consistent read from the cache).
-pub async fn collection_snapshot(state: &State, prefix: &str, rv_param: Option<&str>) -> Result<(Vec<Arc<CachedObject>>, u64), ApiError> {
+pub async fn collection_snapshot(
+    state: &State,
+    prefix: &str,
+    rv_param: Option<&str>,
+) -> Result<(Vec<Arc<CachedObject>>, u64), ApiError> {
     let want_fresh = !matches!(rv_param, Some("0"));
     if want_fresh {
         let current = state.store.current_revision().await?;
@@ -297,23 +345,38 @@ pub async fn collection_snapshot(state: &State, prefix: &str, rv_param: Option<&
             // The cache is behind (or the store revision moved for keys it does not follow):
             // read the store directly.
             let (kvs, rev) = state.store.list(prefix).await?;
-            let objs = kvs.iter().filter_map(|kv| crate::cache::decode(&kv.key, &kv.value, kv.mod_revision)).collect();
+            let objs = kvs
+                .iter()
+                .filter_map(|kv| crate::cache::decode(&kv.key, &kv.value, kv.mod_revision))
+                .collect();
             return Ok((objs, rev));
         }
     }
     Ok(state.cache.snapshot(prefix))
 }
 
-pub async fn list(state: &Arc<State>, target: &Target, query: &Query, format: Format) -> Result<Reply, ApiError> {
+pub async fn list(
+    state: &Arc<State>,
+    target: &Target,
+    query: &Query,
+    format: Format,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let filters = Filters::parse(resource, query)?;
     let prefix = resource.collection_prefix(target.namespace.as_deref());
-    let limit: usize = query.value("limit").and_then(|l| l.parse::<i64>().ok()).filter(|l| *l > 0).map(|l| l as usize).unwrap_or(0);
+    let limit: usize = query
+        .value("limit")
+        .and_then(|l| l.parse::<i64>().ok())
+        .filter(|l| *l > 0)
+        .map(|l| l as usize)
+        .unwrap_or(0);
     let cont = query.value("continue").map(decode_continue).transpose()?;
     if query.get("resourceVersionMatch") == Some("Exact") {
         let want: u64 = query.value("resourceVersion").and_then(|r| r.parse().ok()).unwrap_or(0);
         if want != state.cache.rev() {
-            return Err(ApiError::gone(format!("resourceVersion {want} is not available for an exact list; use NotOlderThan")));
+            return Err(ApiError::gone(format!(
+                "resourceVersion {want} is not available for an exact list; use NotOlderThan"
+            )));
         }
     }
     let (objs, rev) = collection_snapshot(state, &prefix, query.get("resourceVersion")).await?;
@@ -340,7 +403,9 @@ pub async fn list(state: &Arc<State>, target: &Target, query: &Query, format: Fo
             let head = json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": meta});
             let head = serde_json::to_vec(&head).map_err(ApiError::internal)?;
             // `{...,"metadata":{…}}` → `{...,"metadata":{…},"items":[` + items + `]}`.
-            let mut out = Vec::with_capacity(head.len() + matched.iter().map(|o| o.json.len() + 1).sum::<usize>() + 16);
+            let mut out = Vec::with_capacity(
+                head.len() + matched.iter().map(|o| o.json.len() + 1).sum::<usize>() + 16,
+            );
             out.extend_from_slice(&head[..head.len() - 1]);
             out.extend_from_slice(b",\"items\":[");
             for (i, o) in matched.iter().enumerate() {
@@ -367,7 +432,12 @@ pub async fn list(state: &Arc<State>, target: &Target, query: &Query, format: Fo
 // ---------------------------------------------------------------------------------------------
 // create
 
-pub async fn create(state: &Arc<State>, target: &Target, mut body: Value, opts: &WriteOptions) -> Result<Reply, ApiError> {
+pub async fn create(
+    state: &Arc<State>,
+    target: &Target,
+    mut body: Value,
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     if target.sub == Some(Sub::Binding) {
         return bind(state, target, body, opts).await;
@@ -383,7 +453,9 @@ pub async fn create(state: &Arc<State>, target: &Target, mut body: Value, opts: 
         let url_ns = target.namespace.clone().unwrap_or_default();
         match object::namespace(&body) {
             Some(ns) if !ns.is_empty() && ns != url_ns => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => {
                 object::meta_mut(&mut body).insert("namespace".into(), json!(url_ns));
@@ -395,10 +467,24 @@ pub async fn create(state: &Arc<State>, target: &Target, mut body: Value, opts: 
     if object::name(&body).is_empty() {
         let generate_name = object::meta_str(&body, "generateName").unwrap_or("").to_string();
         if generate_name.is_empty() {
-            return Err(ApiError::invalid(resource, "", &[FieldError::required(FieldPath::new("metadata.name"), "name or generateName is required")]));
+            return Err(ApiError::invalid(
+                resource,
+                "",
+                &[FieldError::required(
+                    FieldPath::new("metadata.name"),
+                    "name or generateName is required",
+                )],
+            ));
         }
-        let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
-        object::meta_mut(&mut body).insert("name".into(), json!(format!("{generate_name}{suffix}")));
+        let suffix: String = uuid::Uuid::new_v4()
+            .simple()
+            .to_string()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(5)
+            .collect();
+        object::meta_mut(&mut body)
+            .insert("name".into(), json!(format!("{generate_name}{suffix}")));
     }
     let mut obj = kinds::normalize(resource, body)?;
     stamp_new(&mut obj, resource);
@@ -415,7 +501,13 @@ pub async fn create(state: &Arc<State>, target: &Target, mut body: Value, opts: 
 }
 
 /// Writes a new object (with IPAM for Services); 409 AlreadyExists if the key exists.
-async fn write_new(state: &Arc<State>, resource: &'static Resource, key: &str, obj: Value, dry_run: bool) -> Result<Reply, ApiError> {
+async fn write_new(
+    state: &Arc<State>,
+    resource: &'static Resource,
+    key: &str,
+    obj: Value,
+    dry_run: bool,
+) -> Result<Reply, ApiError> {
     let name = object::name(&obj).to_string();
     // Services are validated after allocation (as kube-apiserver's `beginCreate` runs first),
     // so `clusterIPs` and node ports are filled in when validation sees them.
@@ -427,7 +519,11 @@ async fn write_new(state: &Arc<State>, resource: &'static Resource, key: &str, o
         let k = key.to_string();
         services::write_service(state, resource, &obj, Allocate::Create, dry_run, |v| {
             validate(v)?;
-            Ok(vec![Op::Put { key: k.clone(), value: encode_stored(v)?, precondition: Precondition::Absent }])
+            Ok(vec![Op::Put {
+                key: k.clone(),
+                value: encode_stored(v)?,
+                precondition: Precondition::Absent,
+            }])
         })
         .await
     } else if let Err(e) = validate(&obj) {
@@ -435,7 +531,11 @@ async fn write_new(state: &Arc<State>, resource: &'static Resource, key: &str, o
     } else if dry_run {
         Ok((obj, None))
     } else {
-        let ops = vec![Op::Put { key: key.to_string(), value: encode_stored(&obj)?, precondition: Precondition::Absent }];
+        let ops = vec![Op::Put {
+            key: key.to_string(),
+            value: encode_stored(&obj)?,
+            precondition: Precondition::Absent,
+        }];
         state.store.txn(ops).await.map(|r| (obj, Some(r))).map_err(ApiError::from)
     };
     match result {
@@ -499,7 +599,15 @@ fn merge_for_update(resource: &Resource, old: &Value, req: &Value, part: Part) -
     };
     let old_meta = old.get("metadata").cloned().unwrap_or(json!({}));
     let meta = object::meta_mut(&mut new);
-    for field in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
         match old_meta.get(field) {
             Some(v) => {
                 meta.insert(field.into(), v.clone());
@@ -555,7 +663,6 @@ async fn finish_update(
     old_rev: u64,
     mut new: Value,
     opts: &WriteOptions,
-    operation: &str,
     managed_fields_from_request: bool,
 ) -> Result<Option<Reply>, ApiError> {
     let resource = target.resource;
@@ -576,12 +683,15 @@ async fn finish_update(
     if same_object(old, &new) && !managed_fields_from_request {
         return Ok(Some(Reply::ok(old.clone())));
     }
-    if !managed_fields_from_request && operation == "Update" {
+    if !managed_fields_from_request {
         let now = object::now_rfc3339();
         new = svcnet_api::record_update(Some(old), &new, &opts.manager(), "Update", &now);
     }
     // The last finalizer removed from an object being deleted: delete it now.
-    if object::deletion_timestamp(&new).is_some() && object::finalizers(&new).is_empty() && resource.kind != "Pod" {
+    if object::deletion_timestamp(&new).is_some()
+        && object::finalizers(&new).is_empty()
+        && resource.kind != "Pod"
+    {
         if opts.dry_run {
             return Ok(Some(Reply::ok(new)));
         }
@@ -590,15 +700,30 @@ async fn finish_update(
     let key = target.key();
     let result = if is_service(resource) {
         let k = key.clone();
-        services::write_service(state, resource, &new, Allocate::Update { old }, opts.dry_run, |v| {
-            validate(v)?;
-            Ok(vec![Op::Put { key: k.clone(), value: encode_stored(v)?, precondition: Precondition::ModRevision(old_rev) }])
-        })
+        services::write_service(
+            state,
+            resource,
+            &new,
+            Allocate::Update { old },
+            opts.dry_run,
+            |v| {
+                validate(v)?;
+                Ok(vec![Op::Put {
+                    key: k.clone(),
+                    value: encode_stored(v)?,
+                    precondition: Precondition::ModRevision(old_rev),
+                }])
+            },
+        )
         .await
     } else if opts.dry_run {
         Ok((new, None))
     } else {
-        let ops = vec![Op::Put { key: key.clone(), value: encode_stored(&new)?, precondition: Precondition::ModRevision(old_rev) }];
+        let ops = vec![Op::Put {
+            key: key.clone(),
+            value: encode_stored(&new)?,
+            precondition: Precondition::ModRevision(old_rev),
+        }];
         match state.store.txn(ops).await {
             Ok(r) => Ok((new, Some(r))),
             Err(svcnet_store::Error::PreconditionFailed { .. }) => return Ok(None),
@@ -618,7 +743,12 @@ async fn finish_update(
     }
 }
 
-pub async fn update(state: &Arc<State>, target: &Target, body: Value, opts: &WriteOptions) -> Result<Reply, ApiError> {
+pub async fn update(
+    state: &Arc<State>,
+    target: &Target,
+    body: Value,
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let name = target.name.clone().unwrap_or_default();
     let part = match target.sub {
@@ -633,39 +763,49 @@ pub async fn update(state: &Arc<State>, target: &Target, body: Value, opts: &Wri
     field_validation(resource, &body, opts, &mut warnings)?;
     let body_name = object::name(&body).to_string();
     if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
     }
-    if let (Some(ns), Some(body_ns)) = (target.namespace.as_deref(), object::namespace(&body)) {
-        if !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
-        }
+    if let (Some(ns), Some(body_ns)) = (target.namespace.as_deref(), object::namespace(&body))
+        && !body_ns.is_empty()
+        && body_ns != ns
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
     }
     let wanted_rv = object::resource_version(&body).map(str::to_string);
     let wanted_uid = object::uid(&body).map(str::to_string);
     let req = kinds::normalize(resource, body)?;
     for _ in 0..16 {
         let (old, old_rev) = read(state, target).await?;
-        if let Some(rv) = &wanted_rv {
-            if rv.parse::<u64>().ok() != Some(old_rev) {
-                return Err(ApiError::conflict(resource, &name));
-            }
+        if let Some(rv) = &wanted_rv
+            && rv.parse::<u64>().ok() != Some(old_rev)
+        {
+            return Err(ApiError::conflict(resource, &name));
         }
-        if let Some(uid) = &wanted_uid {
-            if Some(uid.as_str()) != object::uid(&old) {
-                return Err(ApiError::conflict_msg(
-                    resource,
-                    &name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&old).unwrap_or("")),
-                ));
-            }
+        if let Some(uid) = &wanted_uid
+            && Some(uid.as_str()) != object::uid(&old)
+        {
+            return Err(ApiError::conflict_msg(
+                resource,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object::uid(&old).unwrap_or("")
+                ),
+            ));
         }
         let mut new = merge_for_update(resource, &old, &req, part);
         if target.sub == Some(Sub::Finalize) {
             new = old.clone();
             new["spec"] = req.get("spec").cloned().unwrap_or(json!({}));
         }
-        let mf = req.pointer("/metadata/managedFields").is_some_and(|m| m != old.pointer("/metadata/managedFields").unwrap_or(&Value::Null));
-        match finish_update(state, target, &old, old_rev, new, opts, "Update", mf).await? {
+        let mf = req
+            .pointer("/metadata/managedFields")
+            .is_some_and(|m| m != old.pointer("/metadata/managedFields").unwrap_or(&Value::Null));
+        match finish_update(state, target, &old, old_rev, new, opts, mf).await? {
             Some(mut reply) => {
                 reply.warnings = warnings;
                 return Ok(reply);
@@ -701,7 +841,14 @@ impl PatchType {
     }
 }
 
-pub async fn patch(state: &Arc<State>, target: &Target, patch_type: PatchType, body: &[u8], query: &Query, opts: &WriteOptions) -> Result<Reply, ApiError> {
+pub async fn patch(
+    state: &Arc<State>,
+    target: &Target,
+    patch_type: PatchType,
+    body: &[u8],
+    query: &Query,
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let name = target.name.clone().unwrap_or_default();
     let part = match target.sub {
@@ -712,13 +859,23 @@ pub async fn patch(state: &Arc<State>, target: &Target, patch_type: PatchType, b
     };
     let force = query.get("force");
     if patch_type != PatchType::Apply && force.is_some() {
-        return Err(ApiError::invalid_options("PatchOptions", &[FieldError::forbidden(FieldPath::new("force"), "may not be specified for non-apply patch")]));
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
+            &[FieldError::forbidden(
+                FieldPath::new("force"),
+                "may not be specified for non-apply patch",
+            )],
+        ));
     }
     if patch_type == PatchType::Apply && opts.field_manager.is_none() {
-        return Err(ApiError::invalid_options("PatchOptions", &[FieldError::required(FieldPath::new("fieldManager"), "is required for apply patch")]));
+        return Err(ApiError::invalid_options(
+            "PatchOptions",
+            &[FieldError::required(FieldPath::new("fieldManager"), "is required for apply patch")],
+        ));
     }
     let force = matches!(force, Some("true" | "1"));
-    let patch_doc = object::parse_body(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch_doc = object::parse_body(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let meta = svcnet_api::patch_meta(resource.group, resource.kind);
     let mut warnings = Vec::new();
     for _ in 0..16 {
@@ -743,31 +900,38 @@ pub async fn patch(state: &Arc<State>, target: &Target, patch_type: PatchType, b
             }
             PatchType::Json => {
                 let mut v = old.clone();
-                svcnet_api::json_patch(&mut v, &patch_doc).map_err(|e| patch_error(resource, &name, e))?;
+                svcnet_api::json_patch(&mut v, &patch_doc)
+                    .map_err(|e| patch_error(resource, &name, e))?;
                 v
             }
-            PatchType::Strategic => svcnet_api::strategic_merge_patch(&old, &patch_doc, &meta).map_err(|e| patch_error(resource, &name, e))?,
+            PatchType::Strategic => svcnet_api::strategic_merge_patch(&old, &patch_doc, &meta)
+                .map_err(|e| patch_error(resource, &name, e))?,
             PatchType::Apply => {
                 check_type_meta(resource, &patch_doc)?;
                 let unknown = kinds::unknown_fields(resource, &patch_doc);
                 if !unknown.is_empty() && opts.validation != Validation::Ignore {
                     let ns = target.namespace.as_deref().unwrap_or("");
-                    let gv = if resource.group.is_empty() { format!("/{}", resource.version) } else { format!("{}/{}", resource.group, resource.version) };
+                    let gv = if resource.group.is_empty() {
+                        format!("/{}", resource.version)
+                    } else {
+                        format!("{}/{}", resource.group, resource.version)
+                    };
                     return Err(ApiError::bad_request(format!(
                         "failed to create typed patch object ({ns}/{name}; {gv}, Kind={}): .{}: field not declared in schema",
                         resource.kind, unknown[0]
                     )));
                 }
                 let manager = opts.field_manager.clone().unwrap_or_default();
-                svcnet_api::server_side_apply(Some(&old), &patch_doc, &manager, force, &meta, &now).map_err(|e| apply_error(resource, &name, e))?
+                svcnet_api::server_side_apply(Some(&old), &patch_doc, &manager, force, &meta, &now)
+                    .map_err(|e| apply_error(resource, &name, e))?
             }
         };
         // A resourceVersion in the patched result is a precondition (kubectl's CSA→SSA
         // migration patch replaces it explicitly).
-        if let Some(rv) = object::resource_version(&patched) {
-            if rv != old_rv {
-                return Err(ApiError::conflict(resource, &name));
-            }
+        if let Some(rv) = object::resource_version(&patched)
+            && rv != old_rv
+        {
+            return Err(ApiError::conflict(resource, &name));
         }
         if patch_type != PatchType::Apply {
             field_validation(resource, &patched, opts, &mut warnings).map_err(|e| {
@@ -776,14 +940,26 @@ pub async fn patch(state: &Arc<State>, target: &Target, patch_type: PatchType, b
         }
         let name_after = object::name(&patched).to_string();
         if name_after != name {
-            return Err(ApiError::bad_request(format!("the name of the object ({name_after}) does not match the name on the URL ({name})")));
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name_after}) does not match the name on the URL ({name})"
+            )));
         }
         let normalized = kinds::normalize(resource, patched)?;
         let new = merge_for_update(resource, &old, &normalized, part);
         let mf_from_request = patch_type != PatchType::Apply
-            && normalized.pointer("/metadata/managedFields") != old.pointer("/metadata/managedFields");
-        let op = if patch_type == PatchType::Apply { "Apply" } else { "Update" };
-        match finish_update(state, target, &old, old_rev, new, opts, op, mf_from_request || patch_type == PatchType::Apply).await? {
+            && normalized.pointer("/metadata/managedFields")
+                != old.pointer("/metadata/managedFields");
+        match finish_update(
+            state,
+            target,
+            &old,
+            old_rev,
+            new,
+            opts,
+            mf_from_request || patch_type == PatchType::Apply,
+        )
+        .await?
+        {
             Some(mut reply) => {
                 reply.warnings = warnings;
                 return Ok(reply);
@@ -826,17 +1002,31 @@ fn apply_error(resource: &Resource, name: &str, e: svcnet_api::ApplyError) -> Ap
     }
 }
 
-async fn apply_create(state: &Arc<State>, target: &Target, applied: &Value, opts: &WriteOptions, force: bool) -> Result<Reply, ApiError> {
+async fn apply_create(
+    state: &Arc<State>,
+    target: &Target,
+    applied: &Value,
+    opts: &WriteOptions,
+    force: bool,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let name = target.name.clone().unwrap_or_default();
     check_type_meta(resource, applied)?;
     if object::uid(applied).is_some() {
-        return Err(ApiError::conflict_msg(resource, &name, "uid mismatch: the provided object specified uid but no object exists"));
+        return Err(ApiError::conflict_msg(
+            resource,
+            &name,
+            "uid mismatch: the provided object specified uid but no object exists",
+        ));
     }
     let unknown = kinds::unknown_fields(resource, applied);
     if !unknown.is_empty() && opts.validation != Validation::Ignore {
         let ns = target.namespace.as_deref().unwrap_or("");
-        let gv = if resource.group.is_empty() { format!("/{}", resource.version) } else { format!("{}/{}", resource.group, resource.version) };
+        let gv = if resource.group.is_empty() {
+            format!("/{}", resource.version)
+        } else {
+            format!("{}/{}", resource.group, resource.version)
+        };
         return Err(ApiError::bad_request(format!(
             "failed to create typed patch object ({ns}/{name}; {gv}, Kind={}): .{}: field not declared in schema",
             resource.kind, unknown[0]
@@ -845,15 +1035,20 @@ async fn apply_create(state: &Arc<State>, target: &Target, applied: &Value, opts
     let now = object::now_rfc3339();
     let meta = svcnet_api::patch_meta(resource.group, resource.kind);
     let manager = opts.field_manager.clone().unwrap_or_default();
-    let mut obj = svcnet_api::server_side_apply(None, applied, &manager, force, &meta, &now).map_err(|e| apply_error(resource, &name, e))?;
+    let mut obj = svcnet_api::server_side_apply(None, applied, &manager, force, &meta, &now)
+        .map_err(|e| apply_error(resource, &name, e))?;
     if object::name(&obj).is_empty() {
         object::meta_mut(&mut obj).insert("name".into(), json!(name));
     }
     if object::name(&obj) != name {
-        return Err(ApiError::bad_request(format!("the name of the object ({}) does not match the name on the URL ({name})", object::name(&obj))));
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            object::name(&obj)
+        )));
     }
     if resource.namespaced {
-        object::meta_mut(&mut obj).insert("namespace".into(), json!(target.namespace.clone().unwrap_or_default()));
+        object::meta_mut(&mut obj)
+            .insert("namespace".into(), json!(target.namespace.clone().unwrap_or_default()));
     }
     let mf = obj.pointer("/metadata/managedFields").cloned();
     let mut obj = kinds::normalize(resource, obj)?;
@@ -878,7 +1073,8 @@ fn scale_of(resource: &Resource, obj: &Value) -> Value {
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
         .map(|m| {
-            let mut pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
+            let mut pairs: Vec<String> =
+                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
             pairs.sort();
             pairs.join(",")
         })
@@ -897,19 +1093,25 @@ fn scale_of(resource: &Resource, obj: &Value) -> Value {
     })
 }
 
-async fn set_replicas(state: &Arc<State>, target: &Target, replicas: i64, wanted_rv: Option<String>, opts: &WriteOptions) -> Result<Reply, ApiError> {
+async fn set_replicas(
+    state: &Arc<State>,
+    target: &Target,
+    replicas: i64,
+    wanted_rv: Option<String>,
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let name = target.name.clone().unwrap_or_default();
     let main = Target { sub: None, ..target.clone() };
     for _ in 0..16 {
         let (old, old_rev) = read(state, &main).await?;
-        if let Some(rv) = &wanted_rv {
-            if rv.parse::<u64>().ok() != Some(old_rev) {
-                return Err(ApiError::conflict(target.resource, &name));
-            }
+        if let Some(rv) = &wanted_rv
+            && rv.parse::<u64>().ok() != Some(old_rev)
+        {
+            return Err(ApiError::conflict(target.resource, &name));
         }
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(replicas);
-        if let Some(reply) = finish_update(state, &main, &old, old_rev, new, opts, "Update", false).await? {
+        if let Some(reply) = finish_update(state, &main, &old, old_rev, new, opts, false).await? {
             let obj = match reply.body {
                 ReplyBody::Json(v) => v,
                 ReplyBody::Raw(_) => old,
@@ -920,21 +1122,42 @@ async fn set_replicas(state: &Arc<State>, target: &Target, replicas: i64, wanted
     Err(ApiError::conflict(target.resource, &name))
 }
 
-async fn update_scale(state: &Arc<State>, target: &Target, body: Value, opts: &WriteOptions) -> Result<Reply, ApiError> {
+async fn update_scale(
+    state: &Arc<State>,
+    target: &Target,
+    body: Value,
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let replicas = body.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
     if replicas < 0 {
-        return Err(ApiError::invalid(target.resource, target.name.as_deref().unwrap_or(""), &[FieldError::invalid(FieldPath::new("spec.replicas"), replicas, "must be greater than or equal to 0")]));
+        return Err(ApiError::invalid(
+            target.resource,
+            target.name.as_deref().unwrap_or(""),
+            &[FieldError::invalid(
+                FieldPath::new("spec.replicas"),
+                replicas,
+                "must be greater than or equal to 0",
+            )],
+        ));
     }
-    set_replicas(state, target, replicas, object::resource_version(&body).map(str::to_string), opts).await
+    set_replicas(state, target, replicas, object::resource_version(&body).map(str::to_string), opts)
+        .await
 }
 
-async fn patch_scale(state: &Arc<State>, target: &Target, patch_type: PatchType, body: &[u8], opts: &WriteOptions) -> Result<Reply, ApiError> {
+async fn patch_scale(
+    state: &Arc<State>,
+    target: &Target,
+    patch_type: PatchType,
+    body: &[u8],
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let main = Target { sub: None, ..target.clone() };
     let (old, _) = read(state, &main).await?;
     let mut scale = scale_of(target.resource, &old);
     let doc = object::parse_body(body).map_err(ApiError::bad_request)?;
     match patch_type {
-        PatchType::Json => svcnet_api::json_patch(&mut scale, &doc).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        PatchType::Json => svcnet_api::json_patch(&mut scale, &doc)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
         _ => svcnet_api::merge_patch(&mut scale, &doc),
     }
     let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
@@ -944,25 +1167,51 @@ async fn patch_scale(state: &Arc<State>, target: &Target, patch_type: PatchType,
 // ---------------------------------------------------------------------------------------------
 // binding
 
-async fn bind(state: &Arc<State>, target: &Target, body: Value, opts: &WriteOptions) -> Result<Reply, ApiError> {
+async fn bind(
+    state: &Arc<State>,
+    target: &Target,
+    body: Value,
+    opts: &WriteOptions,
+) -> Result<Reply, ApiError> {
     let node = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let name = target.name.clone().or_else(|| Some(object::name(&body).to_string())).unwrap_or_default();
+    let name =
+        target.name.clone().or_else(|| Some(object::name(&body).to_string())).unwrap_or_default();
     if node.is_empty() {
-        return Err(ApiError::invalid(target.resource, &name, &[FieldError::required(FieldPath::new("target.name"), "")]));
+        return Err(ApiError::invalid(
+            target.resource,
+            &name,
+            &[FieldError::required(FieldPath::new("target.name"), "")],
+        ));
     }
     let pod = Target { sub: None, name: Some(name.clone()), ..target.clone() };
     for _ in 0..16 {
         let (old, old_rev) = read(state, &pod).await?;
         if object::deletion_timestamp(&old).is_some() {
-            return Err(ApiError::conflict_msg(target.resource, &name, "pod is being deleted, cannot be assigned to a host"));
+            return Err(ApiError::conflict_msg(
+                target.resource,
+                &name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
         }
-        if let Some(existing) = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
-            return Err(ApiError::conflict_msg(target.resource, &name, &format!("pod {name} is already assigned to node \"{existing}\"")));
+        if let Some(existing) =
+            old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty())
+        {
+            return Err(ApiError::conflict_msg(
+                target.resource,
+                &name,
+                &format!("pod {name} is already assigned to node \"{existing}\""),
+            ));
         }
         let mut new = old.clone();
         new["spec"]["nodeName"] = json!(node);
-        if finish_update(state, &pod, &old, old_rev, new, opts, "Update", false).await?.is_some() {
-            return Ok(Reply { code: 201, body: ReplyBody::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})), warnings: Vec::new() });
+        if finish_update(state, &pod, &old, old_rev, new, opts, false).await?.is_some() {
+            return Ok(Reply {
+                code: 201,
+                body: ReplyBody::Json(
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                ),
+                warnings: Vec::new(),
+            });
         }
     }
     Err(ApiError::conflict(target.resource, &name))
@@ -984,11 +1233,18 @@ impl DeleteOptions {
     pub fn parse(body: &[u8], q: &Query) -> Result<DeleteOptions, ApiError> {
         let mut o = DeleteOptions::default();
         if !body.iter().all(u8::is_ascii_whitespace) {
-            let v = object::parse_body(body).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+            let v = object::parse_body(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
             o.grace_period = v.get("gracePeriodSeconds").and_then(Value::as_i64);
             o.uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string);
-            o.resource_version = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string);
-            o.dry_run = v.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
+            o.resource_version = v
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            o.dry_run = v
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|x| x == "All"));
         }
         if let Some(g) = q.value("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
             o.grace_period = Some(g);
@@ -1000,7 +1256,12 @@ impl DeleteOptions {
     }
 }
 
-async fn delete_now(state: &Arc<State>, target: &Target, obj: &Value, rev: u64) -> Result<Reply, ApiError> {
+async fn delete_now(
+    state: &Arc<State>,
+    target: &Target,
+    obj: &Value,
+    rev: u64,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let key = target.key();
     let result = if is_service(resource) {
@@ -1011,7 +1272,12 @@ async fn delete_now(state: &Arc<State>, target: &Target, obj: &Value, rev: u64) 
         .await
         .map(|(_, r)| r)
     } else {
-        state.store.txn(vec![Op::Delete { key, precondition: Precondition::ModRevision(rev) }]).await.map(Some).map_err(ApiError::from)
+        state
+            .store
+            .txn(vec![Op::Delete { key, precondition: Precondition::ModRevision(rev) }])
+            .await
+            .map(Some)
+            .map_err(ApiError::from)
     };
     match result {
         Ok(resp) => {
@@ -1026,10 +1292,17 @@ async fn delete_now(state: &Arc<State>, target: &Target, obj: &Value, rev: u64) 
 }
 
 fn node_has_agent(node: &Value) -> bool {
-    node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_i64).unwrap_or(0) > 0
+    node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        > 0
 }
 
-pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -> Result<Reply, ApiError> {
+pub async fn delete(
+    state: &Arc<State>,
+    target: &Target,
+    opts: &DeleteOptions,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let name = target.name.clone().unwrap_or_default();
     if target.sub.is_some() {
@@ -1037,15 +1310,28 @@ pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -
     }
     for _ in 0..16 {
         let (old, old_rev) = read(state, target).await?;
-        if let Some(uid) = &opts.uid {
-            if Some(uid.as_str()) != object::uid(&old) {
-                return Err(ApiError::conflict_msg(resource, &name, &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", object::uid(&old).unwrap_or(""))));
-            }
+        if let Some(uid) = &opts.uid
+            && Some(uid.as_str()) != object::uid(&old)
+        {
+            return Err(ApiError::conflict_msg(
+                resource,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object::uid(&old).unwrap_or("")
+                ),
+            ));
         }
-        if let Some(rv) = &opts.resource_version {
-            if rv.parse::<u64>().ok() != Some(old_rev) {
-                return Err(ApiError::conflict_msg(resource, &name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}")));
-            }
+        if let Some(rv) = &opts.resource_version
+            && rv.parse::<u64>().ok() != Some(old_rev)
+        {
+            return Err(ApiError::conflict_msg(
+                resource,
+                &name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {old_rev}"
+                ),
+            ));
         }
         if opts.dry_run {
             return Ok(Reply::ok(old));
@@ -1053,14 +1339,17 @@ pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -
         // Namespaces: Terminating first, the deleter removes the contents and then the object.
         if resource.kind == "Namespace" && resource.group.is_empty() {
             if matches!(name.as_str(), "default" | "kube-system" | "kube-public") {
-                return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+                return Err(ApiError::forbidden(format!(
+                    "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+                )));
             }
             if object::deletion_timestamp(&old).is_some() {
                 let _ = state.namespace_deleter.send(name.clone());
                 return Ok(Reply::ok(old));
             }
             let mut new = old.clone();
-            object::meta_mut(&mut new).insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+            object::meta_mut(&mut new)
+                .insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
             object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(0));
             new["status"] = json!({"phase": "Terminating"});
             match write_marked(state, target, new, old_rev).await? {
@@ -1074,27 +1363,47 @@ pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -
         // Pods on a node with an agent terminate gracefully: the agent stops the containers and
         // deletes with gracePeriodSeconds=0.
         if resource.kind == "Pod" && resource.group.is_empty() {
-            let grace = opts.grace_period.unwrap_or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)).max(0);
-            let node = old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
+            let grace = opts
+                .grace_period
+                .unwrap_or_else(|| {
+                    old.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(30)
+                })
+                .max(0);
+            let node =
+                old.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("").to_string();
             let already = object::deletion_timestamp(&old).is_some();
             let has_agent = if grace > 0 && !node.is_empty() {
-                let nodes = registry::find("", "v1", "nodes").ok_or_else(|| ApiError::internal("nodes not registered"))?;
+                let nodes = registry::find("", "v1", "nodes")
+                    .ok_or_else(|| ApiError::internal("nodes not registered"))?;
                 match state.store.get(&nodes.key(None, &node)).await? {
-                    Some(kv) => serde_json::from_slice::<Value>(&kv.value).map(|n| node_has_agent(&n)).unwrap_or(false),
+                    Some(kv) => serde_json::from_slice::<Value>(&kv.value)
+                        .map(|n| node_has_agent(&n))
+                        .unwrap_or(false),
                     None => false,
                 }
             } else {
                 false
             };
-            let finished = matches!(old.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+            let finished = matches!(
+                old.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
             if grace > 0 && has_agent && !finished {
                 if already {
                     return Ok(Reply::ok(old));
                 }
                 let mut new = old.clone();
-                let at = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_secs(grace)).unwrap_or(jiff::Timestamp::now());
-                object::meta_mut(&mut new).insert("deletionTimestamp".into(), json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
-                object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(grace));
+                let at = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(grace))
+                    .unwrap_or(jiff::Timestamp::now());
+                object::meta_mut(&mut new).insert(
+                    "deletionTimestamp".into(),
+                    json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
+                object::meta_mut(&mut new)
+                    .insert("deletionGracePeriodSeconds".into(), json!(grace));
                 match write_marked(state, target, new, old_rev).await? {
                     Some(reply) => return Ok(reply),
                     None => continue,
@@ -1105,7 +1414,8 @@ pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -
                     return Ok(Reply::ok(old));
                 }
                 let mut new = old.clone();
-                object::meta_mut(&mut new).insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+                object::meta_mut(&mut new)
+                    .insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
                 object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(0));
                 match write_marked(state, target, new, old_rev).await? {
                     Some(reply) => return Ok(reply),
@@ -1123,7 +1433,8 @@ pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -
                 return Ok(Reply::ok(old));
             }
             let mut new = old.clone();
-            object::meta_mut(&mut new).insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+            object::meta_mut(&mut new)
+                .insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
             object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(0));
             match write_marked(state, target, new, old_rev).await? {
                 Some(reply) => return Ok(reply),
@@ -1140,8 +1451,17 @@ pub async fn delete(state: &Arc<State>, target: &Target, opts: &DeleteOptions) -
 }
 
 /// Writes an object marked for deletion; None if it changed meanwhile.
-async fn write_marked(state: &Arc<State>, target: &Target, new: Value, old_rev: u64) -> Result<Option<Reply>, ApiError> {
-    let ops = vec![Op::Put { key: target.key(), value: encode_stored(&new)?, precondition: Precondition::ModRevision(old_rev) }];
+async fn write_marked(
+    state: &Arc<State>,
+    target: &Target,
+    new: Value,
+    old_rev: u64,
+) -> Result<Option<Reply>, ApiError> {
+    let ops = vec![Op::Put {
+        key: target.key(),
+        value: encode_stored(&new)?,
+        precondition: Precondition::ModRevision(old_rev),
+    }];
     match state.store.txn(ops).await {
         Ok(r) => {
             let mut v = new;
@@ -1154,7 +1474,12 @@ async fn write_marked(state: &Arc<State>, target: &Target, new: Value, old_rev: 
     }
 }
 
-pub async fn delete_collection(state: &Arc<State>, target: &Target, query: &Query, opts: &DeleteOptions) -> Result<Reply, ApiError> {
+pub async fn delete_collection(
+    state: &Arc<State>,
+    target: &Target,
+    query: &Query,
+    opts: &DeleteOptions,
+) -> Result<Reply, ApiError> {
     let resource = target.resource;
     let filters = Filters::parse(resource, query)?;
     let prefix = resource.collection_prefix(target.namespace.as_deref());
@@ -1174,11 +1499,17 @@ pub async fn delete_collection(state: &Arc<State>, target: &Target, query: &Quer
             Err(e) => return Err(e),
         }
     }
-    Ok(Reply::ok(json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": {}, "items": items})))
+    Ok(Reply::ok(
+        json!({"kind": resource.list_kind(), "apiVersion": resource.api_version(), "metadata": {}, "items": items}),
+    ))
 }
 
 /// Creates or replaces an object owned by the server itself (the `kubernetes` Endpoints).
-pub async fn upsert_system_object(state: &Arc<State>, resource: &'static Resource, mut obj: Value) -> Result<(), ApiError> {
+pub async fn upsert_system_object(
+    state: &Arc<State>,
+    resource: &'static Resource,
+    mut obj: Value,
+) -> Result<(), ApiError> {
     let name = object::name(&obj).to_string();
     let ns = object::namespace(&obj).map(str::to_string);
     let key = resource.key(ns.as_deref(), &name);
@@ -1186,7 +1517,15 @@ pub async fn upsert_system_object(state: &Arc<State>, resource: &'static Resourc
         None => {
             stamp_new(&mut obj, resource);
             let obj = kinds::normalize(resource, obj)?;
-            match state.store.txn(vec![Op::Put { key, value: encode_stored(&obj)?, precondition: Precondition::Absent }]).await {
+            match state
+                .store
+                .txn(vec![Op::Put {
+                    key,
+                    value: encode_stored(&obj)?,
+                    precondition: Precondition::Absent,
+                }])
+                .await
+            {
                 Ok(_) | Err(svcnet_store::Error::PreconditionFailed { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             }
@@ -1205,7 +1544,15 @@ pub async fn upsert_system_object(state: &Arc<State>, resource: &'static Resourc
             if same_object(&old, &new) {
                 return Ok(());
             }
-            match state.store.txn(vec![Op::Put { key, value: encode_stored(&new)?, precondition: Precondition::ModRevision(kv.mod_revision) }]).await {
+            match state
+                .store
+                .txn(vec![Op::Put {
+                    key,
+                    value: encode_stored(&new)?,
+                    precondition: Precondition::ModRevision(kv.mod_revision),
+                }])
+                .await
+            {
                 Ok(_) | Err(svcnet_store::Error::PreconditionFailed { .. }) => Ok(()),
                 Err(e) => Err(e.into()),
             }

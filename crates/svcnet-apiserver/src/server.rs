@@ -42,7 +42,9 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<ServerHa
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
-    let addr = listener.local_addr().map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| Error::Listen { addr: config.listen.to_string(), source })?;
     let advertise = config.advertise_address.unwrap_or(if addr.ip().is_unspecified() {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
     } else {
@@ -54,7 +56,8 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<ServerHa
     let material = tls::prepare(&config.data_dir, addr, &extra_ips)?;
 
     let store = svcnet_store::open(&config.store, &config.data_dir).await?;
-    let cache = WatchCache::start(store.clone(), config.watch_cache_events, cancel.child_token()).await?;
+    let cache =
+        WatchCache::start(store.clone(), config.watch_cache_events, cancel.child_token()).await?;
     let (ns_tx, ns_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(State {
         config: config.clone(),
@@ -78,14 +81,28 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<ServerHa
         IpAddr::V6(v6) => format!("https://[{v6}]:{}", addr.port()),
         IpAddr::V4(v4) => format!("https://{v4}:{}", addr.port()),
     };
-    let kubeconfig = tls::write_kubeconfig(&config.data_dir, &url, &material.ca_pem, &material.token)?;
+    let kubeconfig =
+        tls::write_kubeconfig(&config.data_dir, &url, &material.ca_pem, &material.token)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(material.server_config.clone());
     let done = tokio::spawn(accept_loop(listener, acceptor, state, cancel));
     tracing::info!(%addr, kubeconfig = %kubeconfig.display(), "API server ready");
-    Ok(ServerHandle { addr, kubeconfig, url, token: material.token, ca_pem: material.ca_pem, store, done })
+    Ok(ServerHandle {
+        addr,
+        kubeconfig,
+        url,
+        token: material.token,
+        ca_pem: material.ca_pem,
+        store,
+        done,
+    })
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, state: Arc<State>, cancel: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    cancel: CancellationToken,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -104,12 +121,16 @@ async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor,
         let acceptor = acceptor.clone();
         let state = state.clone();
         let cancel = cancel.clone();
-        connections.spawn(async move { serve_connection(tcp, peer, acceptor, state, cancel).await });
+        connections
+            .spawn(async move { serve_connection(tcp, peer, acceptor, state, cancel).await });
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
     // Give open requests a moment to finish; watches end on cancellation by themselves.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async { while connections.join_next().await.is_some() {} }).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     connections.abort_all();
 }
 

@@ -52,13 +52,20 @@ impl IpamHandle {
 pub fn reservation_ops(r: &Reservation, owner: &str) -> Vec<Op> {
     let mut ops = Vec::new();
     for a in &r.allocate {
-        ops.push(Op::Put { key: format!("{ALLOCATIONS}{}", a.key()), value: owner.as_bytes().to_vec(), precondition: Precondition::Absent });
+        ops.push(Op::Put {
+            key: format!("{ALLOCATIONS}{}", a.key()),
+            value: owner.as_bytes().to_vec(),
+            precondition: Precondition::Absent,
+        });
     }
     for a in &r.release {
         // A released key may be re-taken by the same request (a type change re-allocating a
         // port); never delete what this transaction also creates.
         if !r.allocate.contains(a) {
-            ops.push(Op::Delete { key: format!("{ALLOCATIONS}{}", a.key()), precondition: Precondition::None });
+            ops.push(Op::Delete {
+                key: format!("{ALLOCATIONS}{}", a.key()),
+                precondition: Precondition::None,
+            });
         }
     }
     ops
@@ -148,14 +155,20 @@ pub async fn write_service(
             }
         }
     }
-    Err(ApiError::new(500, "InternalError", "Internal error occurred: failed to allocate a service address: too many conflicts"))
+    Err(ApiError::new(
+        500,
+        "InternalError",
+        "Internal error occurred: failed to allocate a service address: too many conflicts",
+    ))
 }
 
 /// Start-up: load reservations and Services, repair, and create the `kubernetes` Service.
 pub async fn bootstrap(state: &Arc<State>) -> crate::Result<()> {
-    let svc_resource = registry::find("", "v1", "services").ok_or_else(|| Error::Bootstrap("services not registered".into()))?;
+    let svc_resource = registry::find("", "v1", "services")
+        .ok_or_else(|| Error::Bootstrap("services not registered".into()))?;
     let (svc_kvs, _) = state.store.list(&svc_resource.prefix()).await?;
-    let services: Vec<Service> = svc_kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
+    let services: Vec<Service> =
+        svc_kvs.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
     let (alloc_kvs, _) = state.store.list(ALLOCATIONS).await?;
     let stored: Vec<(Allocation, String)> = alloc_kvs
         .iter()
@@ -170,13 +183,24 @@ pub async fn bootstrap(state: &Arc<State>) -> crate::Result<()> {
     }
     let mut ops = Vec::new();
     for (a, owner) in &plan.create {
-        ops.push(Op::Put { key: format!("{ALLOCATIONS}{}", a.key()), value: owner.as_bytes().to_vec(), precondition: Precondition::None });
+        ops.push(Op::Put {
+            key: format!("{ALLOCATIONS}{}", a.key()),
+            value: owner.as_bytes().to_vec(),
+            precondition: Precondition::None,
+        });
     }
     for a in &plan.delete {
-        ops.push(Op::Delete { key: format!("{ALLOCATIONS}{}", a.key()), precondition: Precondition::None });
+        ops.push(Op::Delete {
+            key: format!("{ALLOCATIONS}{}", a.key()),
+            precondition: Precondition::None,
+        });
     }
     if !ops.is_empty() {
-        tracing::info!(created = plan.create.len(), deleted = plan.delete.len(), "IPAM repair applied");
+        tracing::info!(
+            created = plan.create.len(),
+            deleted = plan.delete.len(),
+            "IPAM repair applied"
+        );
         for chunk in ops.chunks(500) {
             state.store.txn(chunk.to_vec()).await?;
         }
@@ -186,7 +210,8 @@ pub async fn bootstrap(state: &Arc<State>) -> crate::Result<()> {
 }
 
 async fn ensure_kubernetes_service(state: &Arc<State>) -> Result<(), ApiError> {
-    let svc_resource = registry::find("", "v1", "services").ok_or_else(|| ApiError::internal("services not registered"))?;
+    let svc_resource = registry::find("", "v1", "services")
+        .ok_or_else(|| ApiError::internal("services not registered"))?;
     let key = svc_resource.key(Some("default"), "kubernetes");
     if state.store.get(&key).await?.is_none() {
         let ip = state.ipam.kubernetes_service_ip().to_string();
@@ -202,7 +227,11 @@ async fn ensure_kubernetes_service(state: &Arc<State>) -> Result<(), ApiError> {
         let res = write_service(state, svc_resource, &svc, Allocate::Create, false, |v| {
             let mut stored = v.clone();
             object::remove_resource_version(&mut stored);
-            Ok(vec![Op::Put { key: k2.clone(), value: serde_json::to_vec(&stored).map_err(ApiError::internal)?, precondition: Precondition::Absent }])
+            Ok(vec![Op::Put {
+                key: k2.clone(),
+                value: serde_json::to_vec(&stored).map_err(ApiError::internal)?,
+                precondition: Precondition::Absent,
+            }])
         })
         .await;
         match res {
@@ -229,8 +258,11 @@ async fn ensure_kubernetes_service(state: &Arc<State>) -> Result<(), ApiError> {
         "endpoints": [{"addresses": [addr], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    for (plural, group, obj) in [("endpoints", "", endpoints), ("endpointslices", "discovery.k8s.io", slice)] {
-        let r = registry::find(group, "v1", plural).ok_or_else(|| ApiError::internal("resource not registered"))?;
+    for (plural, group, obj) in
+        [("endpoints", "", endpoints), ("endpointslices", "discovery.k8s.io", slice)]
+    {
+        let r = registry::find(group, "v1", plural)
+            .ok_or_else(|| ApiError::internal("resource not registered"))?;
         crate::rest::upsert_system_object(state, r, obj).await?;
     }
     Ok(())

@@ -24,7 +24,9 @@ fn row_object(obj: &Value, include: IncludeObject) -> Option<Value> {
 }
 
 fn age(obj: &Value, now: jiff::Timestamp) -> String {
-    let Some(created) = object::meta_str(obj, "creationTimestamp").and_then(|t| t.parse::<jiff::Timestamp>().ok()) else {
+    let Some(created) =
+        object::meta_str(obj, "creationTimestamp").and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    else {
         return "<unknown>".into();
     };
     let secs = now.as_second().saturating_sub(created.as_second()).max(0) as u64;
@@ -55,7 +57,13 @@ fn generic(objects: &[&Value], include: IncludeObject, now: jiff::Timestamp) -> 
 }
 
 /// A Table of `objects`, with `metadata.resourceVersion = rev`.
-pub fn render(resource: &Resource, objects: &[&Value], include: IncludeObject, rev: &str, with_columns: bool) -> Value {
+pub fn render(
+    resource: &Resource,
+    objects: &[&Value],
+    include: IncludeObject,
+    rev: &str,
+    with_columns: bool,
+) -> Value {
     let now = jiff::Timestamp::now();
     let mut t = svcnet_api::table(resource.kind, objects, now, include);
     let usable = t.get("rows").and_then(Value::as_array).is_some_and(|r| r.len() == objects.len())
@@ -66,10 +74,8 @@ pub fn render(resource: &Resource, objects: &[&Value], include: IncludeObject, r
     t["kind"] = json!("Table");
     t["apiVersion"] = json!("meta.k8s.io/v1");
     t["metadata"] = json!({"resourceVersion": rev});
-    if !with_columns {
-        if let Some(m) = t.as_object_mut() {
-            m.remove("columnDefinitions");
-        }
+    if !with_columns && let Some(m) = t.as_object_mut() {
+        m.remove("columnDefinitions");
     }
     t
 }

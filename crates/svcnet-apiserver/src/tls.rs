@@ -54,7 +54,11 @@ fn ca_params() -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, "svcnet-ca");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+    ];
     Ok(params)
 }
 
@@ -63,16 +67,17 @@ pub fn prepare(data_dir: &Path, listen: SocketAddr, extra_ips: &[IpAddr]) -> Res
     fs::create_dir_all(data_dir).map_err(|e| io_err(data_dir, e))?;
     let ca_crt_path = data_dir.join("ca.crt");
     let ca_key_path = data_dir.join("ca.key");
-    let (ca_pem, ca_key_pem) = match (fs::read_to_string(&ca_crt_path), fs::read_to_string(&ca_key_path)) {
-        (Ok(c), Ok(k)) => (c, k),
-        _ => {
-            let key = KeyPair::generate().map_err(tls_err)?;
-            let cert = ca_params()?.self_signed(&key).map_err(tls_err)?;
-            write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
-            write_private(&ca_crt_path, cert.pem().as_bytes())?;
-            (cert.pem(), key.serialize_pem())
-        }
-    };
+    let (ca_pem, ca_key_pem) =
+        match (fs::read_to_string(&ca_crt_path), fs::read_to_string(&ca_key_path)) {
+            (Ok(c), Ok(k)) => (c, k),
+            _ => {
+                let key = KeyPair::generate().map_err(tls_err)?;
+                let cert = ca_params()?.self_signed(&key).map_err(tls_err)?;
+                write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
+                write_private(&ca_crt_path, cert.pem().as_bytes())?;
+                (cert.pem(), key.serialize_pem())
+            }
+        };
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(tls_err)?;
     // The CA parameters are deterministic, so the issuer rebuilt from them matches the stored
     // CA certificate (same subject, same key identifier).
@@ -130,7 +135,12 @@ pub fn prepare(data_dir: &Path, listen: SocketAddr, extra_ips: &[IpAddr]) -> Res
 }
 
 /// Writes `DIR/kubeconfig` (0600) for the admin and returns its path.
-pub fn write_kubeconfig(data_dir: &Path, server_url: &str, ca_pem: &str, token: &str) -> Result<PathBuf> {
+pub fn write_kubeconfig(
+    data_dir: &Path,
+    server_url: &str,
+    ca_pem: &str,
+    token: &str,
+) -> Result<PathBuf> {
     let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     let text = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: svcnet\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {ca_b64}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: svcnet\n  context:\n    cluster: svcnet\n    user: admin\n    namespace: default\ncurrent-context: svcnet\npreferences: {{}}\n"

@@ -49,7 +49,13 @@ impl Watcher {
                 Bytes::from(out)
             }
             Format::Table(include) => {
-                let t = table::render(self.resource, &[&obj.value], include, &obj.rev.to_string(), !self.sent_columns);
+                let t = table::render(
+                    self.resource,
+                    &[&obj.value],
+                    include,
+                    &obj.rev.to_string(),
+                    !self.sent_columns,
+                );
                 self.sent_columns = true;
                 line(&json!({"type": kind, "object": t}))
             }
@@ -70,7 +76,8 @@ impl Watcher {
             return true;
         }
         let now = self.filters.matches(self.resource, &ev.obj.value);
-        let before = ev.prev.as_ref().is_some_and(|p| self.filters.matches(self.resource, &p.value));
+        let before =
+            ev.prev.as_ref().is_some_and(|p| self.filters.matches(self.resource, &p.value));
         let kind = match ev.kind {
             EventType::Added if now => "ADDED",
             EventType::Modified if now && before => "MODIFIED",
@@ -89,8 +96,12 @@ impl Watcher {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = match self.format {
-            Format::Json => json!({"kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": meta}),
-            Format::Table(_) => json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "rows": []}),
+            Format::Json => {
+                json!({"kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": meta})
+            }
+            Format::Table(_) => {
+                json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "rows": []})
+            }
         };
         line(&json!({"type": "BOOKMARK", "object": object}))
     }
@@ -114,18 +125,29 @@ enum Start {
 }
 
 /// Starts a watch; the returned receiver is the response body.
-pub async fn watch(state: &Arc<State>, target: &Target, query: &Query, format: Format) -> Result<WatchBody, ApiError> {
+pub async fn watch(
+    state: &Arc<State>,
+    target: &Target,
+    query: &Query,
+    format: Format,
+) -> Result<WatchBody, ApiError> {
     let resource = target.resource;
     let q = query;
     let mut filters = Filters::parse(resource, q)?;
     if let Some(name) = &target.name {
         // The deprecated single-object watch: same as fieldSelector=metadata.name=NAME.
-        filters.fields.requirements.push(svcnet_api::selector::FieldRequirement { field: "metadata.name".into(), value: name.clone(), negated: false });
+        filters.fields.requirements.push(svcnet_api::selector::FieldRequirement {
+            field: "metadata.name".into(),
+            value: name.clone(),
+            negated: false,
+        });
     }
     let bookmarks = q.flag("allowWatchBookmarks");
     let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
     let rv = q.value("resourceVersion").map(str::to_string);
-    if send_initial.is_some() && (q.get("resourceVersionMatch") != Some("NotOlderThan") || !bookmarks) {
+    if send_initial.is_some()
+        && (q.get("resourceVersionMatch") != Some("NotOlderThan") || !bookmarks)
+    {
         return Err(ApiError::invalid_options(
             "ListOptions",
             &[svcnet_api::FieldError::forbidden(
@@ -134,7 +156,11 @@ pub async fn watch(state: &Arc<State>, target: &Target, query: &Query, format: F
             )],
         ));
     }
-    let timeout = q.value("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).filter(|t| *t > 0).map(Duration::from_secs);
+    let timeout = q
+        .value("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .filter(|t| *t > 0)
+        .map(Duration::from_secs);
     let prefix = resource.collection_prefix(target.namespace.as_deref());
 
     let (tx, rx) = mpsc::channel(512);
@@ -150,19 +176,25 @@ pub async fn watch(state: &Arc<State>, target: &Target, query: &Query, format: F
         }
         (_, rv) => {
             let requested: u64 = match rv {
-                Some(r) => r.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version: {r}")))?,
+                Some(r) => r
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("invalid resource version: {r}")))?,
                 None => state.cache.rev(),
             };
             match state.cache.subscribe_from(requested) {
                 Ok((events, _, sub)) => (Start::Resume { events, rev: requested }, sub),
                 Err(too_old) => {
-                    let _ = tx.try_send(Ok(expired_event(format!("too old resource version: {requested} ({})", too_old.oldest + 1))));
+                    let _ = tx.try_send(Ok(expired_event(format!(
+                        "too old resource version: {requested} ({})",
+                        too_old.oldest + 1
+                    ))));
                     return Ok(rx);
                 }
             }
         }
     };
-    let watcher = Watcher { resource, prefix, filters, format, tx, sent_columns: false, last_rev: 0 };
+    let watcher =
+        Watcher { resource, prefix, filters, format, tx, sent_columns: false, last_rev: 0 };
     let interval = state.config.bookmark_interval;
     let cancel = state.cancel.clone();
     let cache = state.cache.clone();

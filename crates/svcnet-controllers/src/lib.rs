@@ -11,6 +11,7 @@
 //! election and the proxy.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod endpointslice;
 pub mod error;
@@ -65,7 +66,10 @@ impl Default for Config {
 /// Runs every enabled controller until `cancel` fires.
 pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken) -> Result<()> {
     if config.max_endpoints_per_slice == 0 || config.max_endpoints_per_slice > 1000 {
-        return Err(Error::Config(format!("max endpoints per slice must be 1-1000, got {}", config.max_endpoints_per_slice)));
+        return Err(Error::Config(format!(
+            "max endpoints per slice must be 1-1000, got {}",
+            config.max_endpoints_per_slice
+        )));
     }
     let mut tasks = JoinSet::new();
     if config.endpointslice {
@@ -80,14 +84,22 @@ pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken
         tasks.spawn(c.run(cancel.clone()));
     }
     if config.node_lifecycle {
-        let c = nodelifecycle::NodeLifecycleController::new(client.clone(), config.node_monitor_grace_period);
+        let c = nodelifecycle::NodeLifecycleController::new(
+            client.clone(),
+            config.node_monitor_grace_period,
+        );
         tasks.spawn(c.run(cancel.clone()));
     }
     if config.load_balancer {
         let c = lb::LbController::new(client.clone(), config.lb.clone());
         tasks.spawn(c.run(cancel.clone()));
     }
-    tracing::info!(endpointslice = config.endpointslice, node_lifecycle = config.node_lifecycle, load_balancer = config.load_balancer, "controllers started");
+    tracing::info!(
+        endpointslice = config.endpointslice,
+        node_lifecycle = config.node_lifecycle,
+        load_balancer = config.load_balancer,
+        "controllers started"
+    );
     while tasks.join_next().await.is_some() {}
     Ok(())
 }

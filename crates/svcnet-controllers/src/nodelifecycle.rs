@@ -51,7 +51,13 @@ pub enum NodeAction {
 
 /// The node's Ready condition status, if any.
 pub fn ready_status(node: &Node) -> Option<(String, Option<String>)> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready").map(|c| (c.status.clone(), c.reason.clone()))
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
 /// Decides what a node needs given how long ago its lease was last seen renewed.
@@ -61,23 +67,33 @@ pub fn decide(node: &Node, since_renewal: Duration, grace: Duration) -> Option<N
         if ready.as_ref().map(|(s, _)| s.as_str()) != Some("Unknown") {
             return Some(NodeAction::MarkUnknown);
         }
-    } else if let Some((status, reason)) = ready {
-        if status == "Unknown" && reason.as_deref() == Some("NodeStatusUnknown") {
-            return Some(NodeAction::MarkReady);
-        }
+    } else if let Some((status, reason)) = ready
+        && status == "Unknown"
+        && reason.as_deref() == Some("NodeStatusUnknown")
+    {
+        return Some(NodeAction::MarkReady);
     }
     None
 }
 
 /// The node's conditions after the action (all other conditions kept).
-pub fn conditions_after(node: &Node, action: &NodeAction, now: jiff::Timestamp) -> Vec<NodeCondition> {
-    let mut conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+pub fn conditions_after(
+    node: &Node,
+    action: &NodeAction,
+    now: jiff::Timestamp,
+) -> Vec<NodeCondition> {
+    let mut conditions =
+        node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let (status, reason, message) = match action {
-        NodeAction::MarkUnknown => ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."),
+        NodeAction::MarkUnknown => {
+            ("Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.")
+        }
         NodeAction::MarkReady => ("True", "KubeletReady", "node lease renewed"),
     };
     let idx = conditions.iter().position(|c| c.type_ == "Ready");
-    let mut ready = idx.map(|i| conditions[i].clone()).unwrap_or(NodeCondition { type_: "Ready".into(), ..Default::default() });
+    let mut ready = idx
+        .map(|i| conditions[i].clone())
+        .unwrap_or(NodeCondition { type_: "Ready".into(), ..Default::default() });
     if ready.status != status {
         ready.last_transition_time = Some(Time(now));
     }
@@ -104,7 +120,12 @@ pub struct NodeLifecycleController {
 
 impl NodeLifecycleController {
     pub fn new(client: Client, grace: Duration) -> Arc<Self> {
-        Arc::new(NodeLifecycleController { client, grace, state: Mutex::new(State::default()), wake: Notify::new() })
+        Arc::new(NodeLifecycleController {
+            client,
+            grace,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+        })
     }
 
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
@@ -113,13 +134,27 @@ impl NodeLifecycleController {
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            watch(Api::<Lease>::namespaced(c.client.clone(), LEASE_NAMESPACE), watcher::Config::default(), cc, "leases", move |ch| this.on_lease(ch)).await
+            watch(
+                Api::<Lease>::namespaced(c.client.clone(), LEASE_NAMESPACE),
+                watcher::Config::default(),
+                cc,
+                "leases",
+                move |ch| this.on_lease(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            watch(Api::<Node>::all(c.client.clone()), watcher::Config::default(), cc, "nodes", move |ch| this.on_node(ch)).await
+            watch(
+                Api::<Node>::all(c.client.clone()),
+                watcher::Config::default(),
+                cc,
+                "nodes",
+                move |ch| this.on_node(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
@@ -132,9 +167,10 @@ impl NodeLifecycleController {
         let now = Instant::now();
         {
             let mut s = lock(&self.state);
-            let mut seen = |s: &mut State, lease: &Lease| {
+            let seen = |s: &mut State, lease: &Lease| {
                 let name = lease.metadata.name.clone().unwrap_or_default();
-                let renew_time = lease.spec.as_ref().and_then(|sp| sp.renew_time.as_ref()).map(|t| t.0);
+                let renew_time =
+                    lease.spec.as_ref().and_then(|sp| sp.renew_time.as_ref()).map(|t| t.0);
                 let changed = s.leases.get(&name).is_none_or(|old| old.renew_time != renew_time);
                 if changed {
                     s.leases.insert(name, LeaseSeen { renew_time, observed: now });
@@ -146,7 +182,8 @@ impl NodeLifecycleController {
                     s.leases.remove(lease.metadata.name.as_deref().unwrap_or(""));
                 }
                 Change::Resync(all) => {
-                    let names: std::collections::HashSet<String> = all.iter().filter_map(|l| l.metadata.name.clone()).collect();
+                    let names: std::collections::HashSet<String> =
+                        all.iter().filter_map(|l| l.metadata.name.clone()).collect();
                     s.leases.retain(|n, _| names.contains(n));
                     for lease in &all {
                         seen(&mut s, lease);
@@ -167,7 +204,12 @@ impl NodeLifecycleController {
                 Change::Delete(node) => {
                     s.nodes.remove(node.metadata.name.as_deref().unwrap_or(""));
                 }
-                Change::Resync(all) => s.nodes = all.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect(),
+                Change::Resync(all) => {
+                    s.nodes = all
+                        .into_iter()
+                        .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
+                        .collect()
+                }
             }
         }
         self.wake.notify_one();
@@ -186,7 +228,11 @@ impl NodeLifecycleController {
                     let Some(seen) = s.leases.get(name) else { continue };
                     let since = now.saturating_duration_since(seen.observed);
                     if let Some(action) = decide(node, since, self.grace) {
-                        actions.push((name.clone(), conditions_after(node, &action, jiff::Timestamp::now()), action));
+                        actions.push((
+                            name.clone(),
+                            conditions_after(node, &action, jiff::Timestamp::now()),
+                            action,
+                        ));
                     }
                     let deadline = seen.observed + self.grace + Duration::from_millis(1);
                     if deadline > now && next.is_none_or(|n| deadline < n) {
@@ -198,11 +244,16 @@ impl NodeLifecycleController {
             let api: Api<Node> = Api::all(self.client.clone());
             for (name, conditions, action) in actions {
                 let patch = serde_json::json!({"status": {"conditions": conditions}});
-                match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                {
                     Ok(node) => {
                         match action {
-                            NodeAction::MarkUnknown => warn!(node = %name, "node lease lapsed; Ready=Unknown"),
-                            NodeAction::MarkReady => info!(node = %name, "node lease renewed; Ready=True"),
+                            NodeAction::MarkUnknown => {
+                                warn!(node = %name, "node lease lapsed; Ready=Unknown")
+                            }
+                            NodeAction::MarkReady => {
+                                info!(node = %name, "node lease renewed; Ready=True")
+                            }
                         }
                         lock(&self.state).nodes.insert(name, node);
                     }
@@ -228,8 +279,17 @@ mod tests {
         Node {
             status: Some(NodeStatus {
                 conditions: Some(vec![
-                    NodeCondition { type_: "MemoryPressure".into(), status: "False".into(), ..Default::default() },
-                    NodeCondition { type_: "Ready".into(), status: status.into(), reason: reason.map(Into::into), ..Default::default() },
+                    NodeCondition {
+                        type_: "MemoryPressure".into(),
+                        status: "False".into(),
+                        ..Default::default()
+                    },
+                    NodeCondition {
+                        type_: "Ready".into(),
+                        status: status.into(),
+                        reason: reason.map(Into::into),
+                        ..Default::default()
+                    },
                 ]),
                 ..Default::default()
             }),
@@ -241,11 +301,27 @@ mod tests {
     fn lapse_and_renewal() {
         let grace = Duration::from_secs(40);
         assert_eq!(decide(&node("True", None), Duration::from_secs(39), grace), None);
-        assert_eq!(decide(&node("True", None), Duration::from_secs(41), grace), Some(NodeAction::MarkUnknown));
-        assert_eq!(decide(&node("Unknown", Some("NodeStatusUnknown")), Duration::from_secs(41), grace), None);
-        assert_eq!(decide(&node("Unknown", Some("NodeStatusUnknown")), Duration::from_secs(1), grace), Some(NodeAction::MarkReady));
-        assert_eq!(decide(&node("False", Some("KubeletNotReady")), Duration::from_secs(1), grace), None);
-        let conds = conditions_after(&node("True", None), &NodeAction::MarkUnknown, jiff::Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            decide(&node("True", None), Duration::from_secs(41), grace),
+            Some(NodeAction::MarkUnknown)
+        );
+        assert_eq!(
+            decide(&node("Unknown", Some("NodeStatusUnknown")), Duration::from_secs(41), grace),
+            None
+        );
+        assert_eq!(
+            decide(&node("Unknown", Some("NodeStatusUnknown")), Duration::from_secs(1), grace),
+            Some(NodeAction::MarkReady)
+        );
+        assert_eq!(
+            decide(&node("False", Some("KubeletNotReady")), Duration::from_secs(1), grace),
+            None
+        );
+        let conds = conditions_after(
+            &node("True", None),
+            &NodeAction::MarkUnknown,
+            jiff::Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(conds.len(), 2);
         assert_eq!(conds[1].status, "Unknown");
         assert_eq!(conds[1].reason.as_deref(), Some("NodeStatusUnknown"));

@@ -43,7 +43,15 @@ pub struct WorkQueue<K> {
 
 impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     pub fn new() -> Arc<Self> {
-        Arc::new(WorkQueue { state: Mutex::new(QueueState { queue: VecDeque::new(), queued: HashSet::new(), processing: HashSet::new(), dirty: HashSet::new() }), notify: Notify::new() })
+        Arc::new(WorkQueue {
+            state: Mutex::new(QueueState {
+                queue: VecDeque::new(),
+                queued: HashSet::new(),
+                processing: HashSet::new(),
+                dirty: HashSet::new(),
+            }),
+            notify: Notify::new(),
+        })
     }
 
     pub fn add(&self, key: K) {
@@ -123,8 +131,13 @@ pub enum Change<K> {
 
 /// Runs a watch until cancelled, handing every change to `handle`. Watch errors are logged and
 /// retried with kube-rs's default backoff.
-pub async fn watch<K, F>(api: Api<K>, config: watcher::Config, cancel: CancellationToken, what: &'static str, mut handle: F)
-where
+pub async fn watch<K, F>(
+    api: Api<K>,
+    config: watcher::Config,
+    cancel: CancellationToken,
+    what: &'static str,
+    mut handle: F,
+) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     F: FnMut(Change<K>) + Send,
 {
@@ -142,7 +155,9 @@ where
             Some(Ok(watcher::Event::Delete(obj))) => handle(Change::Delete(obj)),
             Some(Ok(watcher::Event::Init)) => buffer.clear(),
             Some(Ok(watcher::Event::InitApply(obj))) => buffer.push(obj),
-            Some(Ok(watcher::Event::InitDone)) => handle(Change::Resync(std::mem::take(&mut buffer))),
+            Some(Ok(watcher::Event::InitDone)) => {
+                handle(Change::Resync(std::mem::take(&mut buffer)))
+            }
             Some(Err(error)) => tracing::warn!(%error, what, "watch failed; retrying"),
         }
     }
@@ -157,7 +172,10 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     pub fn of<K: Resource>(obj: &K) -> Self {
-        ObjectKey { namespace: obj.meta().namespace.clone().unwrap_or_default(), name: obj.meta().name.clone().unwrap_or_default() }
+        ObjectKey {
+            namespace: obj.meta().namespace.clone().unwrap_or_default(),
+            name: obj.meta().name.clone().unwrap_or_default(),
+        }
     }
 }
 

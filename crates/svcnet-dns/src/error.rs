@@ -26,24 +26,6 @@ pub enum Error {
     /// A JSON list of objects did not parse.
     #[error("invalid objects")]
     InvalidObjects(#[source] serde_json::Error),
-    /// No upstream resolver could be found (no flag and no usable resolv.conf).
-    #[error("cannot read {path}")]
-    ResolvConf {
-        /// The file.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The Kubernetes watch ended with an error.
-    #[error("watch of {kind} failed")]
-    Watch {
-        /// The resource kind.
-        kind: &'static str,
-        /// The cause.
-        #[source]
-        source: kube::runtime::watcher::Error,
-    },
     /// A background task panicked or was aborted.
     #[error("task failed")]
     Task(#[source] tokio::task::JoinError),

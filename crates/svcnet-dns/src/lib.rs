@@ -135,6 +135,7 @@ pub struct ServerHandle {
     zone: Arc<ArcSwap<Zone>>,
     zone_config: ZoneConfig,
     serial: std::sync::atomic::AtomicU32,
+    ready: Arc<AtomicBool>,
 }
 
 impl ServerHandle {
@@ -143,6 +144,11 @@ impl ServerHandle {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
         let zone = objects.zone(&ZoneConfig { serial, ..self.zone_config.clone() });
         self.zone.store(Arc::new(zone));
+    }
+
+    /// Whether the initial sync is done (always true for `serve_static`).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
     /// The zone being served.
@@ -229,9 +235,9 @@ async fn start(
         });
     }
     let metrics_addr = match config.metrics_address {
-        Some(metrics_address) => {
-            Some(http::serve(metrics_address, ready, Arc::new(registry), cancel.clone()).await?)
-        }
+        Some(metrics_address) => Some(
+            http::serve(metrics_address, ready.clone(), Arc::new(registry), cancel.clone()).await?,
+        ),
         None => None,
     };
     tracing::info!(%addr, udp_workers = n_udp, metrics = ?metrics_addr, "dns listening");
@@ -242,6 +248,7 @@ async fn start(
             zone,
             zone_config: config.zone_config(),
             serial: std::sync::atomic::AtomicU32::new(1),
+            ready,
         },
         metrics,
     ))
@@ -263,10 +270,21 @@ pub async fn serve_static(
 /// Runs cluster DNS against an API server until `cancel`. Answers SERVFAIL for cluster names
 /// until the initial watch sync is done (`/ready` turns 200 then).
 pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken) -> Result<()> {
+    let (_handle, watch) = start_watching(client, config, cancel).await?;
+    watch.await.map_err(Error::Task)
+}
+
+/// Like [`run`], but returns once the sockets are bound, with the handle (for the bound address
+/// and [`ServerHandle::is_ready`]) and the watch task, which ends at `cancel`.
+pub async fn start_watching(
+    client: kube::Client,
+    config: Config,
+    cancel: CancellationToken,
+) -> Result<(ServerHandle, tokio::task::JoinHandle<()>)> {
     let zone_config = config.zone_config();
     let zone = Arc::new(ArcSwap::from_pointee(Zone::empty(&zone_config)));
     let ready = Arc::new(AtomicBool::new(false));
-    let (_handle, metrics) = start(&config, zone.clone(), ready.clone(), cancel.clone()).await?;
-    watch::run(client, zone_config, zone, ready, metrics, cancel).await;
-    Ok(())
+    let (handle, metrics) = start(&config, zone.clone(), ready.clone(), cancel.clone()).await?;
+    let watch = tokio::spawn(watch::run(client, zone_config, zone, ready, metrics, cancel));
+    Ok((handle, watch))
 }

@@ -744,7 +744,7 @@ impl Zone {
                 continue;
             };
             let found = self.lookup(&candidate, query.query_type());
-            if found.rcode == ResponseCode::NoError && !found.answers.is_empty() {
+            if found.rcode == ResponseCode::NoError {
                 let mut answer = found;
                 answer.answers.insert(0, cname_to(&candidate));
                 return Some(Answer::Zone(answer));

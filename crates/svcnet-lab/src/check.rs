@@ -111,7 +111,106 @@ pub fn render(cells: &[Cell], zones_seen: &BTreeSet<String>) -> String {
     out
 }
 
-/// Runs one HTTP request from inside `netns` and returns the answering pod's name.
+/// The whole outcome of `lab check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cells: Vec<Cell>,
+    /// Zones of the pods that answered (mapped pod → node → zone).
+    pub zones_seen: BTreeSet<String>,
+    /// Zones of the nodes that are not failed: answers must come from each.
+    pub zones_expected: BTreeSet<String>,
+    /// Hosts cut off with `lab fail` when the check ran.
+    pub failed_hosts: Vec<String>,
+    pub ok: bool,
+}
+
+/// What to probe: each source's namespace and each target's address (`None`: not assigned,
+/// the cell is then a mismatch when expected to answer).
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub sources: Vec<(Source, String)>,
+    pub targets: Vec<(Target, Option<String>)>,
+    /// Pod name → zone, for the zones seen.
+    pub pod_zones: std::collections::BTreeMap<String, String>,
+    pub zones_expected: BTreeSet<String>,
+    pub failed_hosts: Vec<String>,
+}
+
+/// Attempts per cell: a cell answers when any attempt does (a backend on a node that just
+/// failed may still be in the rotation for the node grace period).
+const ATTEMPTS: usize = 3;
+/// Extra requests to the internal LB from vm-1, to see answers from every zone.
+const ZONE_SAMPLES: usize = 12;
+
+async fn probe_cell(netns: &str, address: Option<&str>) -> Option<String> {
+    let address = address?;
+    for _ in 0..ATTEMPTS {
+        if let Some(answer) = probe(netns, &format!("http://{address}/")).await {
+            return Some(answer.get("pod").and_then(|p| p.as_str()).unwrap_or("?").to_string());
+        }
+    }
+    None
+}
+
+/// Runs every probe of `plan` concurrently and compares with `expected`.
+pub async fn run(plan: &Plan) -> Report {
+    let mut jobs = Vec::new();
+    for (source, netns) in &plan.sources {
+        for (target, address) in &plan.targets {
+            let (source, target, netns, address) = (*source, *target, netns.clone(), address.clone());
+            jobs.push(async move {
+                let answered_by = probe_cell(&netns, address.as_deref()).await;
+                Cell {
+                    source,
+                    target,
+                    address: address.unwrap_or_else(|| "(none)".to_string()),
+                    expected: expected(source, target),
+                    answered_by,
+                }
+            });
+        }
+    }
+    let vm = plan.sources.iter().find(|(s, _)| *s == Source::Vm).map(|(_, ns)| ns.clone());
+    let internal = plan.targets.iter().find(|(t, _)| *t == Target::InternalLb).and_then(|(_, a)| a.clone());
+    let samples = async {
+        let (Some(vm), Some(internal)) = (vm, internal) else { return Vec::new() };
+        let url = format!("http://{internal}/");
+        let mut answers = Vec::new();
+        for _ in 0..ZONE_SAMPLES {
+            // The first failure ends the sampling: the matrix already shows the LB unreachable.
+            let Some(answer) = probe(&vm, &url).await else { break };
+            if let Some(pod) = answer.get("pod").and_then(|p| p.as_str()) {
+                answers.push(pod.to_string());
+            }
+        }
+        answers
+    };
+    let (cells, samples) = futures::join!(futures::future::join_all(jobs), samples);
+    let zones_seen: BTreeSet<String> = cells
+        .iter()
+        .filter_map(|c| c.answered_by.clone())
+        .chain(samples)
+        .filter_map(|pod| plan.pod_zones.get(&pod).cloned())
+        .collect();
+    let ok = cells.iter().all(Cell::ok) && plan.zones_expected.is_subset(&zones_seen);
+    Report { cells, zones_seen, zones_expected: plan.zones_expected.clone(), failed_hosts: plan.failed_hosts.clone(), ok }
+}
+
+/// The report as text: the matrix, the zones, and a verdict line.
+pub fn render_report(report: &Report) -> String {
+    let mut out = render(&report.cells, &report.zones_seen);
+    if !report.failed_hosts.is_empty() {
+        let _ = writeln!(out, "failed hosts: {}", report.failed_hosts.join(", "));
+    }
+    let missing: Vec<&str> = report.zones_expected.difference(&report.zones_seen).map(String::as_str).collect();
+    if !missing.is_empty() {
+        let _ = writeln!(out, "MISMATCH: no answer from zone(s) {}", missing.join(", "));
+    }
+    let _ = writeln!(out, "{}", if report.ok { "check passed" } else { "check FAILED" });
+    out
+}
+
+/// Runs one HTTP request from inside `netns` and returns the answer (the echo server's JSON).
 pub async fn probe(netns: &str, url: &str) -> Option<serde_json::Value> {
     let output = tokio::process::Command::new("ip")
         .args(["netns", "exec", netns, "curl", "-s", "--connect-timeout", "1", "-m", "2", url])

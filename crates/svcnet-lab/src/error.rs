@@ -23,6 +23,12 @@ pub enum Error {
     /// Reading or writing the lab's state failed.
     #[error("lab state {path}")]
     State { path: String, #[source] source: std::io::Error },
+    /// A request to the lab's API server failed (retryable while the cluster starts).
+    #[error("{what}")]
+    Api { what: String, #[source] source: kube::Error },
+    /// Something did not happen within its deadline; the message names it.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Internal(String),
 }

@@ -6,6 +6,7 @@
 //! `lab down` clean up even after a crash of `lab up`.
 
 pub mod check;
+pub mod cluster;
 pub mod error;
 pub mod forward;
 pub mod net;
@@ -40,7 +41,7 @@ pub async fn up_network(data_dir: &Path) -> Result<LabState> {
         return Err(Error::AlreadyUp(data_dir.display().to_string()));
     }
     let topology = Topology::choose(&host_routes().await?)?;
-    let state = LabState { topology: topology.clone(), processes: Vec::new(), forward_port: None };
+    let state = LabState { topology: topology.clone(), processes: Vec::new(), forward_port: None, failed: Vec::new() };
     // Record first: a crash part-way through still leaves enough for `lab down`.
     state.save(data_dir)?;
     for cmd in net::build_commands(&topology) {
@@ -55,12 +56,29 @@ pub async fn up_network(data_dir: &Path) -> Result<LabState> {
 /// Removes every process, namespace (and so every interface) and rule the lab created.
 /// Safe to run twice and after a crash.
 pub async fn down(data_dir: &Path) -> Result<()> {
-    if let Some(state) = LabState::load(data_dir)? {
+    let state = LabState::load(data_dir)?;
+    if let Some(state) = &state {
         state.stop_processes().await;
     }
-    for netns in net::lab_namespaces().await? {
-        net::kill_processes_in(&netns).await?;
+    let node_names: Vec<String> = match &state {
+        Some(state) => state.topology.nodes().map(|n| n.name.clone()).collect(),
+        None => Topology::choose(&[])?.nodes().map(|n| n.name.clone()).collect(),
+    };
+    let existing = net::all_namespaces().await?;
+    // Pods first (their processes and veths hang off the nodes), then the lab's hosts.
+    let mut doomed = net::recorded_pod_namespaces(data_dir, &node_names);
+    doomed.retain(|ns| existing.contains(ns));
+    doomed.extend(net::lab_namespaces().await?);
+    for netns in &doomed {
+        net::kill_processes_in(netns).await?;
         let _ = net::run(&net::Cmd { argv: vec!["ip".into(), "netns".into(), "del".into(), netns.clone()], stdin: None }).await;
+    }
+    for netns in net::recorded_pod_namespaces(data_dir, &node_names) {
+        // The agent keeps each pod's resolv.conf in /etc/netns/<netns>/.
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&netns));
+        for node in &node_names {
+            let _ = std::fs::remove_file(data_dir.join(node).join("run").join("netns").join(&netns));
+        }
     }
     LabState::remove(data_dir)
 }
@@ -68,7 +86,7 @@ pub async fn down(data_dir: &Path) -> Result<()> {
 /// Cuts a lab host off the VPC (its link on the bridge goes down), or brings it back.
 pub async fn set_link(data_dir: &Path, host: &str, up: bool) -> Result<()> {
     let state = LabState::load(data_dir)?.ok_or_else(|| Error::NotUp(data_dir.display().to_string()))?;
-    let topology = &state.topology;
+    let topology = &state.topology.clone();
     let target = topology.host(host).ok_or_else(|| Error::UnknownHost(host.to_string()))?;
     if matches!(target.role, Role::Internet | Role::Router) {
         return Err(Error::UnknownHost(format!("{host} (only VPC hosts can fail)")));
@@ -76,5 +94,11 @@ pub async fn set_link(data_dir: &Path, host: &str, up: bool) -> Result<()> {
     let router = topology.host("router").map(|h| h.netns.clone()).unwrap_or_default();
     let port = net::router_port(host);
     let cmd = net::Cmd { argv: vec!["ip".into(), "-n".into(), router, "link".into(), "set".into(), port, if up { "up".into() } else { "down".into() }], stdin: None };
-    net::run(&cmd).await.map(|_| ())
+    net::run(&cmd).await?;
+    let mut state = state;
+    state.failed.retain(|h| h != host);
+    if !up {
+        state.failed.push(host.to_string());
+    }
+    state.save(data_dir)
 }

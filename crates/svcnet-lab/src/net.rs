@@ -101,6 +101,10 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
         cmds.push(Cmd::new(&["ip", "-n", &host.netns, "route", "add", &topology.external_lb.to_string(), "dev", "eth0"]));
         if host.role == Role::Node {
             cmds.push(Cmd::new(&["ip", "netns", "exec", &host.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+            // Nodes have no default route, so a connection to a ClusterIP needs a route to
+            // leave the node at all; the proxy's DNAT then rewrites it (the address is never
+            // answered on the VPC).
+            cmds.push(Cmd::new(&["ip", "-n", &host.netns, "route", "add", &topology.service_cidr.to_string(), "dev", "eth0"]));
             for other in topology.nodes().filter(|o| o.name != host.name) {
                 if let Some(cidr) = other.pod_cidr {
                     let via = other.address.to_string();
@@ -137,15 +141,34 @@ pub async fn run(cmd: &Cmd) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The lab's namespaces that exist now (by prefix), including pod namespaces made by agents.
-pub async fn lab_namespaces() -> Result<Vec<String>> {
+/// Every network namespace on the machine (`ip netns list`).
+pub async fn all_namespaces() -> Result<Vec<String>> {
     let out = run(&Cmd::new(&["ip", "netns", "list"])).await?;
-    Ok(out
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| name.starts_with(crate::topology::NETNS_PREFIX))
-        .map(str::to_string)
-        .collect())
+    Ok(out.lines().filter_map(|line| line.split_whitespace().next()).map(str::to_string).collect())
+}
+
+/// The lab's host namespaces that exist now (by prefix). Pod namespaces are found with
+/// `recorded_pod_namespaces`.
+pub async fn lab_namespaces() -> Result<Vec<String>> {
+    Ok(all_namespaces().await?.into_iter().filter(|name| name.starts_with(crate::topology::NETNS_PREFIX)).collect())
+}
+
+/// The pod namespaces the lab's node agents made (`svcnet-<node>-<uid>`), as each agent
+/// records them under `DATA_DIR/<node>/run/netns/` before creating them. Only recorded names
+/// are returned, so another `svcnet node` on the machine with the same node name is left alone.
+pub fn recorded_pod_namespaces(data_dir: &std::path::Path, node_names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in node_names {
+        let Ok(entries) = std::fs::read_dir(data_dir.join(node).join("run").join("netns")) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("svcnet-{node}-")) {
+                out.push(name);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Kills every process inside `netns` (SIGKILL) — used by `lab down`.

@@ -1,16 +1,17 @@
-//! `lab up` beyond the network: starts `svcnet server` in `control-plane` and `svcnet node` in
-//! each node namespace (as detached processes recorded in the lab's state), the loopback
-//! forward to the API, and writes the host's kubeconfig.
+//! `lab up` beyond the network: starts `svcnet server`, `svcnet controllers` and the workload
+//! controllers in `control-plane`, `svcnet node` (and `svcnet proxy` while the node does not
+//! run it in-process) in each node namespace, as detached processes recorded in the lab's
+//! state, and the loopback forward to the API; writes the host's kubeconfig; then configures
+//! the LoadBalancer pools and deploys the demo, waiting on each step with a deadline.
 //!
 //! The processes are the real binary (`std::env::current_exe()`), started through
-//! `ip netns exec`, each in its own process group with its log under `DATA_DIR/logs/`.
+//! `nsenter --net`, each in its own process group with its log under `DATA_DIR/logs/`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::state::{LabProcess, LabState};
-use crate::topology::Role;
 use crate::{Error, Result};
 
 /// How to start the lab's processes.
@@ -21,7 +22,18 @@ pub struct UpConfig {
     pub dataplane: String,
     /// The svcnet binary to run inside the namespaces.
     pub svcnet: PathBuf,
+    /// `svcnet node` runs the proxy in-process; otherwise `svcnet proxy` runs beside it.
+    pub node_runs_proxy: bool,
+    /// `svcnet node` takes `--announce-interface` (the LoadBalancer speaker).
+    pub node_announces: bool,
+    /// How long a node Lease may lapse before its endpoints stop being ready (seconds).
+    pub node_monitor_grace_period: u64,
 }
+
+/// How long each stage of `lab up` may take.
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+pub const NODES_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEMO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The API server's port inside `control-plane`.
 pub const API_PORT: u16 = 6443;
@@ -43,10 +55,14 @@ pub fn spawn(state: &mut LabState, data_dir: &Path, name: &str, netns: Option<&s
     use std::os::unix::process::CommandExt;
     let log = log_file(data_dir, name)?;
     let err_log = log.try_clone().map_err(|source| Error::State { path: name.to_string(), source })?;
+    // `nsenter --net` changes only the network namespace. (`ip netns exec` would also give the
+    // process a private mount namespace, so the pod namespaces a node agent creates with
+    // `ip netns add` would be mounted only there: invisible to `lab exec`, `lab check` and
+    // `lab down`.)
     let mut cmd = match netns {
         Some(ns) => {
-            let mut c = std::process::Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(program);
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
             c
         }
         None => std::process::Command::new(program),
@@ -69,32 +85,32 @@ pub async fn wait_for_file(path: &Path, timeout: Duration, what: &str) -> Result
     Ok(())
 }
 
-/// Starts the control plane, the loopback forward and the node agents; writes the host's
-/// kubeconfig to `DATA_DIR/kubeconfig`.
+/// Starts the control plane (API server, controllers, workload controllers), the loopback
+/// forward and the node agents (with their proxies); writes the host's kubeconfig to
+/// `DATA_DIR/kubeconfig` and returns its path once the API answers `/readyz` through it.
 pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<PathBuf> {
     let data_dir = &config.data_dir;
     let topology = state.topology.clone();
+    let svcnet = &config.svcnet;
     let cp = topology.host("control-plane").ok_or_else(|| Error::Internal("no control-plane host".into()))?;
     let cp_dir = data_dir.join("control-plane");
     let listen = format!("{}:{API_PORT}", cp.address);
-    spawn(
-        state,
-        data_dir,
-        "control-plane",
-        Some(&cp.netns),
-        &config.svcnet,
-        &[
-            "server".into(),
-            "--data-dir".into(),
-            cp_dir.display().to_string(),
-            "--listen".into(),
-            listen.clone(),
-            "--service-cluster-ip-range".into(),
-            topology.service_cidr.to_string(),
-        ],
-    )?;
+    // The controllers run as their own process so the lab can set the node grace period.
+    let server_args: Vec<String> = vec![
+        "server".into(),
+        "--data-dir".into(),
+        cp_dir.display().to_string(),
+        "--listen".into(),
+        listen.clone(),
+        "--advertise-address".into(),
+        cp.address.to_string(),
+        "--service-cluster-ip-range".into(),
+        topology.service_cidr.to_string(),
+        "--no-controllers".into(),
+    ];
+    spawn(state, data_dir, "control-plane", Some(&cp.netns), svcnet, &server_args)?;
     let cluster_kubeconfig = cp_dir.join("kubeconfig");
-    wait_for_file(&cluster_kubeconfig, Duration::from_secs(30), "the API server").await?;
+    wait_for_file(&cluster_kubeconfig, API_TIMEOUT, "the API server").await?;
 
     // The host's way in: 127.0.0.1:PORT → control-plane:6443.
     let port = free_loopback_port()?;
@@ -103,7 +119,7 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
         data_dir,
         "forward",
         None,
-        &config.svcnet,
+        svcnet,
         &["lab".into(), "forward".into(), "--netns".into(), cp.netns.clone(), "--listen".into(), format!("127.0.0.1:{port}"), "--to".into(), listen.clone()],
     )?;
     state.forward_port = Some(port);
@@ -112,30 +128,81 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
         .map_err(|source| Error::State { path: cluster_kubeconfig.display().to_string(), source })?;
     let host_kubeconfig = data_dir.join("kubeconfig");
     write_private(&host_kubeconfig, &text.replace(&format!("https://{listen}"), &format!("https://127.0.0.1:{port}")))?;
+    crate::cluster::wait_for(API_TIMEOUT, "the loopback forward did not accept connections", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
+    })
+    .await?;
+    let client = crate::cluster::client(&host_kubeconfig).await?;
+    crate::cluster::wait_readyz(&client, API_TIMEOUT).await?;
 
-    for node in topology.hosts.iter().filter(|h| h.role == Role::Node) {
+    let kubeconfig_arg = cluster_kubeconfig.display().to_string();
+    spawn(
+        state,
+        data_dir,
+        "controllers",
+        Some(&cp.netns),
+        svcnet,
+        &[
+            "controllers".into(),
+            "--kubeconfig".into(),
+            kubeconfig_arg.clone(),
+            "--node-monitor-grace-period".into(),
+            config.node_monitor_grace_period.to_string(),
+        ],
+    )?;
+    spawn(state, data_dir, "workloads", Some(&cp.netns), svcnet, &["lab".into(), "workloads".into(), "--kubeconfig".into(), kubeconfig_arg.clone()])?;
+
+    for node in topology.nodes() {
         let node_dir = data_dir.join(&node.name);
-        let mut args = vec![
+        let mut args: Vec<String> = vec![
             "node".into(),
             "--kubeconfig".into(),
-            cluster_kubeconfig.display().to_string(),
+            kubeconfig_arg.clone(),
             "--node-name".into(),
             node.name.clone(),
             "--node-ip".into(),
             node.address.to_string(),
-            "--dataplane".into(),
-            config.dataplane.clone(),
             "--data-dir".into(),
             node_dir.display().to_string(),
+            "--pod-network".into(),
+            "bridge".into(),
         ];
+        if config.node_runs_proxy {
+            args.extend(["--dataplane".into(), config.dataplane.clone()]);
+        }
+        if config.node_announces {
+            args.extend(["--announce-interface".into(), "eth0".into()]);
+        }
         if let Some(zone) = &node.zone {
             args.extend(["--zone".into(), zone.clone()]);
         }
         if let Some(cidr) = node.pod_cidr {
             args.extend(["--pod-cidr".into(), cidr.to_string()]);
         }
-        spawn(state, data_dir, &node.name, Some(&node.netns), &config.svcnet, &args)?;
+        spawn(state, data_dir, &node.name, Some(&node.netns), svcnet, &args)?;
+        if !config.node_runs_proxy {
+            let proxy_args: Vec<String> = vec![
+                "proxy".into(),
+                "--kubeconfig".into(),
+                kubeconfig_arg.clone(),
+                "--node-name".into(),
+                node.name.clone(),
+                "--dataplane".into(),
+                config.dataplane.clone(),
+                "--node-ip".into(),
+                node.address.to_string(),
+                "--cluster-cidr".into(),
+                topology.cluster_cidr.to_string(),
+            ];
+            spawn(state, data_dir, &format!("{}-proxy", node.name), Some(&node.netns), svcnet, &proxy_args)?;
+        }
     }
+    let node_names: Vec<String> = topology.nodes().map(|n| n.name.clone()).collect();
+    crate::cluster::wait_nodes_ready(&client, &node_names, NODES_TIMEOUT).await?;
+    crate::cluster::ensure_lb_pools(&client, &topology).await?;
+    // The demo goes in only once every node is Ready, so the scheduler spreads it over zones.
+    crate::cluster::apply_demo(&client).await?;
+    crate::cluster::wait_demo(&client, &topology, DEMO_TIMEOUT).await?;
     Ok(host_kubeconfig)
 }
 

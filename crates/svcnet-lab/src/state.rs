@@ -15,6 +15,9 @@ pub struct LabState {
     pub processes: Vec<LabProcess>,
     /// The 127.0.0.1 port forwarded to the API server in `control-plane`.
     pub forward_port: Option<u16>,
+    /// Hosts cut off with `lab fail` (and not healed since).
+    #[serde(default)]
+    pub failed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -3,9 +3,10 @@
 
 use std::process::Command;
 
+/// The lab's namespaces (other engineers' tests create their own namespaces concurrently).
 fn netns_list() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("svcnet-lab-")).map(|l| format!("{l}\n")).collect()
 }
 
 /// A TCP connect from one lab host to an address, with a short timeout.

@@ -4,6 +4,8 @@
 //! (pure); only `dataplane` acts on the kernel or on sockets. `run` wires a kube-rs watch to a
 //! data plane; `objects` reads the same objects from a file for offline use.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod conntrack;
 pub mod dataplane;
 pub mod diff;

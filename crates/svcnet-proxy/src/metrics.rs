@@ -44,9 +44,9 @@ impl Metrics {
         let mut registry = Registry::default();
         // kube-proxy: exponential buckets from 1 ms, factor 2, 15 buckets (sync duration).
         let sync_proxy_rules_duration_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        let network_programming_duration_seconds = Histogram::new(
-            [0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0].into_iter(),
-        );
+        let network_programming_duration_seconds = Histogram::new([
+            0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0,
+        ]);
         let metrics = Metrics {
             sync_proxy_rules_duration_seconds,
             network_programming_duration_seconds,

@@ -383,13 +383,15 @@ impl Syncer {
         plan: ProxyPlan,
     ) -> Result<ProxyPlan> {
         let started = Instant::now();
+        // Changes that happened before this proxy started are not its programming latency.
+        let first_sync = self.applied.is_none();
         let mut new_triggers = Vec::new();
         let mut trigger_times = HashMap::new();
         for (key, slice) in &model.endpoint_slices {
             if let Some(value) =
                 slice.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_TRIGGER_TIME))
             {
-                if self.trigger_times.get(key) != Some(value) {
+                if !first_sync && self.trigger_times.get(key) != Some(value) {
                     new_triggers.push(value.clone());
                 }
                 trigger_times.insert(key.clone(), value.clone());

@@ -57,7 +57,12 @@ impl Announcer {
                 }
             }
             IpAddr::V6(_) => {
-                args.extend([format!("{address}/128"), "dev".into(), self.interface.clone(), "nodad".into()]);
+                args.extend([
+                    format!("{address}/128"),
+                    "dev".into(),
+                    self.interface.clone(),
+                    "nodad".into(),
+                ]);
             }
         }
         self.ip(&args).await?;
@@ -67,11 +72,18 @@ impl Announcer {
     /// Removes `address`; removing an address that is not there succeeds.
     pub async fn remove(&self, address: IpAddr) -> Result<()> {
         let prefix = if address.is_ipv4() { 32 } else { 128 };
-        let args: Vec<String> = vec!["addr".into(), "del".into(), format!("{address}/{prefix}"), "dev".into(), self.interface.clone()];
+        let args: Vec<String> = vec![
+            "addr".into(),
+            "del".into(),
+            format!("{address}/{prefix}"),
+            "dev".into(),
+            self.interface.clone(),
+        ];
         match self.ip(&args).await {
             Ok(()) => {}
             Err(Error::CommandFailed { stderr, .. })
-                if stderr.contains("Cannot assign requested address") || stderr.contains("not found") => {}
+                if stderr.contains("Cannot assign requested address")
+                    || stderr.contains("not found") => {}
             Err(err) => return Err(err),
         }
         self.record(address, false).await
@@ -100,17 +112,22 @@ impl Announcer {
     /// Addresses on the interface that an earlier run added: IPv4 ones with svcnet's label,
     /// and whatever the state file lists that is still on the interface.
     pub async fn ours(&self) -> Result<BTreeSet<IpAddr>> {
-        let args: Vec<String> = vec!["-j".into(), "addr".into(), "show".into(), "dev".into(), self.interface.clone()];
+        let args: Vec<String> =
+            vec!["-j".into(), "addr".into(), "show".into(), "dev".into(), self.interface.clone()];
         let out = self.exec(self.ip_argv(&args)).await?;
-        let links: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(Error::ParseAddresses)?;
+        let links: Vec<serde_json::Value> =
+            serde_json::from_str(&out).map_err(Error::ParseAddresses)?;
         let recorded = self.recorded().await?;
         let label = self.label();
         let mut ours = BTreeSet::new();
         for info in links.iter().filter_map(|l| l.get("addr_info")?.as_array()).flatten() {
-            let Some(address) = info.get("local").and_then(|v| v.as_str()).and_then(|s| s.parse::<IpAddr>().ok()) else {
+            let Some(address) =
+                info.get("local").and_then(|v| v.as_str()).and_then(|s| s.parse::<IpAddr>().ok())
+            else {
                 continue;
             };
-            let labelled = label.is_some() && info.get("label").and_then(|v| v.as_str()) == label.as_deref();
+            let labelled =
+                label.is_some() && info.get("label").and_then(|v| v.as_str()) == label.as_deref();
             if labelled || recorded.contains(&address) {
                 ours.insert(address);
             }
@@ -172,14 +189,16 @@ impl Announcer {
     async fn exec(&self, argv: Vec<String>) -> Result<String> {
         let argv = match &self.netns {
             Some(netns) if argv.first().map(String::as_str) != Some("ip") => {
-                let mut wrapped = vec!["ip".to_string(), "netns".into(), "exec".into(), netns.clone()];
+                let mut wrapped =
+                    vec!["ip".to_string(), "netns".into(), "exec".into(), netns.clone()];
                 wrapped.extend(argv);
                 wrapped
             }
             _ => argv,
         };
         let command = argv.join(" ");
-        let (program, args) = argv.split_first().ok_or_else(|| Error::InvalidConfig("empty command".into()))?;
+        let (program, args) =
+            argv.split_first().ok_or_else(|| Error::InvalidConfig("empty command".into()))?;
         let output = Command::new(program)
             .args(args)
             .kill_on_drop(true)

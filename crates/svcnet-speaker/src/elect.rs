@@ -48,7 +48,13 @@ pub fn eligible_nodes(
         .filter(|node| node_is_ready(node) && !node_is_excluded(node))
         .filter_map(|node| {
             let name = node.metadata.name.clone()?;
-            let zone = node.metadata.labels.as_ref().and_then(|l| l.get(ZONE_LABEL)).cloned().unwrap_or_default();
+            let zone = node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(ZONE_LABEL))
+                .cloned()
+                .unwrap_or_default();
             Some((name.clone(), NodeInfo { name, zone }))
         })
         .collect();
@@ -60,7 +66,8 @@ pub fn eligible_nodes(
         if addresses.is_empty() {
             continue;
         }
-        let local = service.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
+        let local = service.spec.as_ref().and_then(|s| s.external_traffic_policy.as_deref())
+            == Some("Local");
         let names: BTreeSet<String> = if local {
             let with_endpoint = nodes_with_ready_endpoint(service, endpoint_slices);
             ready_nodes.keys().filter(|n| with_endpoint.contains(*n)).cloned().collect()
@@ -77,7 +84,8 @@ pub fn eligible_nodes(
         .map(|(address, sets)| {
             let mut all = sets.iter();
             let first = all.next().cloned().unwrap_or_default();
-            let mut both: BTreeSet<String> = all.fold(first, |acc, set| acc.intersection(set).cloned().collect());
+            let mut both: BTreeSet<String> =
+                all.fold(first, |acc, set| acc.intersection(set).cloned().collect());
             if both.is_empty() {
                 both = sets.iter().flatten().cloned().collect();
             }
@@ -93,7 +101,11 @@ pub fn announced_addresses(service: &Service) -> Vec<IpAddr> {
     if !is_lb {
         return Vec::new();
     }
-    let ingress = service.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
     ingress
         .into_iter()
         .flatten()
@@ -113,13 +125,24 @@ fn node_is_excluded(node: &Node) -> bool {
 
 /// Names of nodes with a ready endpoint of `service` (an unset `ready` counts as ready, as the
 /// EndpointSlice API says).
-fn nodes_with_ready_endpoint(service: &Service, endpoint_slices: &[&EndpointSlice]) -> BTreeSet<String> {
+fn nodes_with_ready_endpoint(
+    service: &Service,
+    endpoint_slices: &[&EndpointSlice],
+) -> BTreeSet<String> {
     let namespace = service.metadata.namespace.as_deref().unwrap_or("default");
     let name = service.metadata.name.as_deref().unwrap_or_default();
     endpoint_slices
         .iter()
         .filter(|slice| slice.metadata.namespace.as_deref().unwrap_or("default") == namespace)
-        .filter(|slice| slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) == Some(name))
+        .filter(|slice| {
+            slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(name)
+        })
         .flat_map(|slice| slice.endpoints.iter())
         .filter(|endpoint| endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
         .filter_map(|endpoint| endpoint.node_name.clone())
@@ -218,7 +241,10 @@ pub fn decide(me: &str, ranked: &[String], lease: &LeaseView, grace: Duration) -
                 .filter(|n| last_holder.as_deref() != Some(n.as_str()) || n.as_str() == me)
                 .position(|n| n == me);
             match position {
-                Some(position) if *free_for >= grace.saturating_mul(u32::try_from(position).unwrap_or(u32::MAX)) => {
+                Some(position)
+                    if *free_for
+                        >= grace.saturating_mul(u32::try_from(position).unwrap_or(u32::MAX)) =>
+                {
                     Action::Acquire
                 }
                 _ => Action::Wait,

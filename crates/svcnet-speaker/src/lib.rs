@@ -39,8 +39,9 @@ pub struct Config {
     pub netns: Option<String>,
     /// Where the Leases live.
     pub lease_namespace: String,
-    /// The Lease duration; whole seconds on the wire (rounded up, at least 1 s). Another node
-    /// takes over after this long without a renewal.
+    /// The Lease duration: another node takes over after this long without a renewal.
+    /// `leaseDurationSeconds` carries it rounded up to whole seconds; the precise value goes
+    /// in the `svcnet.io/lease-duration-ms` annotation, which speakers honour (so 600 ms works).
     pub lease_duration: Duration,
     /// How often the holder renews.
     pub renew_interval: Duration,
@@ -74,14 +75,10 @@ impl Default for Config {
 }
 
 impl Config {
-    /// `leaseDurationSeconds` as written to the Lease.
-    pub fn lease_duration_seconds(&self) -> i32 {
-        let seconds = self.lease_duration.as_secs() + u64::from(self.lease_duration.subsec_nanos() > 0);
-        i32::try_from(seconds.max(1)).unwrap_or(i32::MAX)
-    }
-
+    /// The timeout of one Lease request: at most half the Lease duration, so an answer that
+    /// arrives still leaves time to hold the address.
     pub(crate) fn request_timeout(&self) -> Duration {
-        self.request_timeout
+        self.request_timeout.min(self.lease_duration / 2)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
@@ -91,7 +88,12 @@ impl Config {
         if self.interface.is_empty() {
             return Err(Error::InvalidConfig("interface is empty".into()));
         }
-        let duration = Duration::from_secs(u64::try_from(self.lease_duration_seconds()).unwrap_or(1));
+        let duration = self.lease_duration;
+        if duration < Duration::from_millis(100) {
+            return Err(Error::InvalidConfig(format!(
+                "lease_duration {duration:?} is below 100ms"
+            )));
+        }
         if self.renew_interval.is_zero() || self.renew_interval * 2 > duration {
             return Err(Error::InvalidConfig(format!(
                 "renew_interval {:?} must be positive and at most half the lease duration {duration:?}",
@@ -115,4 +117,25 @@ impl Config {
 /// Leases. Use `Speaker::new` + `Speaker::held` to also watch what it announces.
 pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken) -> Result<()> {
     Speaker::new(client, config).run(cancel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_checks() {
+        let named = Config { node_name: "node-1".into(), ..Config::default() };
+        assert!(named.validate().is_ok());
+        assert!(Config::default().validate().is_err(), "a node name is required");
+        let slow_renew = Config { renew_interval: Duration::from_millis(600), ..named.clone() };
+        assert!(slow_renew.validate().is_err(), "renewing less than twice per lease is refused");
+        let short = Config {
+            lease_duration: Duration::from_millis(600),
+            renew_interval: Duration::from_millis(150),
+            ..named
+        };
+        assert!(short.validate().is_ok());
+        assert_eq!(short.request_timeout(), Duration::from_millis(300));
+    }
 }

@@ -101,24 +101,47 @@ impl Speaker {
         config.validate()?;
         let announcer = config.announcer();
         match announcer.remove_stale().await {
-            Ok(stale) if !stale.is_empty() => tracing::info!(?stale, "removed addresses left by an earlier run"),
+            Ok(stale) if !stale.is_empty() => {
+                tracing::info!(?stale, "removed addresses left by an earlier run")
+            }
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "cannot remove addresses left by an earlier run"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot remove addresses left by an earlier run")
+            }
         }
 
         let held_tx = Arc::new(self.held_tx);
-        let announce_task = tokio::spawn(apply_held(announcer, held_tx.subscribe(), cancel.clone()));
+        let announce_task =
+            tokio::spawn(apply_held(announcer, held_tx.subscribe(), cancel.clone()));
 
         let changed = Arc::new(Notify::new());
         let child = cancel.child_token();
-        let services = spawn_reflector(Api::<Service>::all(self.client.clone()), watcher::Config::default(), changed.clone(), child.clone());
-        let endpoint_slices =
-            spawn_reflector(Api::<EndpointSlice>::all(self.client.clone()), watcher::Config::default(), changed.clone(), child.clone());
-        let nodes = spawn_reflector(Api::<Node>::all(self.client.clone()), watcher::Config::default(), changed.clone(), child.clone());
+        let services = spawn_reflector(
+            Api::<Service>::all(self.client.clone()),
+            watcher::Config::default(),
+            changed.clone(),
+            child.clone(),
+        );
+        let endpoint_slices = spawn_reflector(
+            Api::<EndpointSlice>::all(self.client.clone()),
+            watcher::Config::default(),
+            changed.clone(),
+            child.clone(),
+        );
+        let nodes = spawn_reflector(
+            Api::<Node>::all(self.client.clone()),
+            watcher::Config::default(),
+            changed.clone(),
+            child.clone(),
+        );
         let lease_api = Api::<Lease>::namespaced(self.client.clone(), &config.lease_namespace);
         let leases = spawn_reflector(
             lease_api.clone(),
-            watcher::Config::default().labels(&format!("{}={}", lease::MANAGED_BY_LABEL, lease::MANAGED_BY)),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                lease::MANAGED_BY_LABEL,
+                lease::MANAGED_BY
+            )),
             Arc::new(Notify::new()),
             child.clone(),
         );
@@ -136,7 +159,7 @@ impl Speaker {
         let lease_client = LeaseClient {
             api: lease_api,
             identity: config.node_name.clone(),
-            duration_seconds: config.lease_duration_seconds(),
+            duration: config.lease_duration,
             timeout: config.request_timeout(),
         };
         let mut state = Loop {
@@ -147,6 +170,7 @@ impl Speaker {
             held: BTreeMap::new(),
             observed: BTreeMap::new(),
             in_flight: BTreeSet::new(),
+            retry_after: BTreeMap::new(),
             requests: JoinSet::new(),
             held_tx: held_tx.clone(),
         };
@@ -195,30 +219,45 @@ struct Loop<'a> {
     held: BTreeMap<IpAddr, Held>,
     observed: BTreeMap<IpAddr, Observed>,
     in_flight: BTreeSet<IpAddr>,
+    /// After a failed acquisition (not a lost race), the address is left alone until then, so
+    /// an unreachable API server is not hammered every tick.
+    retry_after: BTreeMap<IpAddr, Instant>,
     requests: JoinSet<Outcome>,
     held_tx: Arc<watch::Sender<BTreeSet<IpAddr>>>,
 }
 
 impl Loop<'_> {
-    fn recompute(&mut self, services: &Store<Service>, endpoint_slices: &Store<EndpointSlice>, nodes: &Store<Node>) {
+    fn recompute(
+        &mut self,
+        services: &Store<Service>,
+        endpoint_slices: &Store<EndpointSlice>,
+        nodes: &Store<Node>,
+    ) {
         let services = services.state();
         let endpoint_slices = endpoint_slices.state();
         let nodes = nodes.state();
         let services: Vec<&Service> = services.iter().map(AsRef::as_ref).collect();
-        let endpoint_slices: Vec<&EndpointSlice> = endpoint_slices.iter().map(AsRef::as_ref).collect();
+        let endpoint_slices: Vec<&EndpointSlice> =
+            endpoint_slices.iter().map(AsRef::as_ref).collect();
         let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
         let eligible = elect::eligible_nodes(&services, &endpoint_slices, &nodes);
         self.ranked = eligible
             .into_iter()
             .map(|(address, mut infos)| {
                 // The configured zone stands in for a missing label on this node.
-                for info in infos.iter_mut().filter(|i| i.name == self.config.node_name && i.zone.is_empty()) {
+                for info in infos
+                    .iter_mut()
+                    .filter(|i| i.name == self.config.node_name && i.zone.is_empty())
+                {
                     info.zone.clone_from(&self.config.zone);
                 }
                 let ranked = elect::ranked(address, &infos as &[NodeInfo]);
                 (address, ranked)
             })
             .collect();
+        let ranked = &self.ranked;
+        self.observed.retain(|address, _| ranked.contains_key(address));
+        self.retry_after.retain(|address, _| ranked.contains_key(address));
         tracing::debug!(addresses = self.ranked.len(), "eligibility recomputed");
     }
 
@@ -228,9 +267,15 @@ impl Loop<'_> {
             // Our own successful write is fresher than the watch.
             return (LeaseView::Held { holder: self.config.node_name.clone() }, None);
         }
-        let current = self.leases.get(&reflector::ObjectRef::new(&lease::lease_name(address)).within(&self.config.lease_namespace));
+        let current = self.leases.get(
+            &reflector::ObjectRef::new(&lease::lease_name(address))
+                .within(&self.config.lease_namespace),
+        );
         let resource_version = current.as_ref().and_then(|l| l.metadata.resource_version.clone());
-        let observed = self.observed.entry(address).or_insert_with(|| Observed { resource_version: resource_version.clone(), at: now });
+        let observed = self
+            .observed
+            .entry(address)
+            .or_insert_with(|| Observed { resource_version: resource_version.clone(), at: now });
         if observed.resource_version != resource_version {
             *observed = Observed { resource_version, at: now };
         }
@@ -243,7 +288,9 @@ impl Loop<'_> {
                     let duration = lease::duration(l).unwrap_or(self.config.lease_duration);
                     match since.checked_sub(duration) {
                         None => LeaseView::Held { holder: holder.to_string() },
-                        Some(free_for) => LeaseView::Free { last_holder: Some(holder.to_string()), free_for },
+                        Some(free_for) => {
+                            LeaseView::Free { last_holder: Some(holder.to_string()), free_for }
+                        }
                     }
                 }
             },
@@ -254,10 +301,13 @@ impl Loop<'_> {
     /// Evaluates every address and starts the Lease requests that are due.
     fn step(&mut self) {
         let now = Instant::now();
-        let addresses: BTreeSet<IpAddr> = self.ranked.keys().chain(self.held.keys()).copied().collect();
+        let addresses: BTreeSet<IpAddr> =
+            self.ranked.keys().chain(self.held.keys()).copied().collect();
         let me = self.config.node_name.clone();
         for address in addresses {
-            if self.in_flight.contains(&address) {
+            if self.in_flight.contains(&address)
+                || self.retry_after.get(&address).is_some_and(|t| *t > now)
+            {
                 continue;
             }
             let Some(ranked) = self.ranked.get(&address).cloned() else {
@@ -271,9 +321,13 @@ impl Loop<'_> {
             let (view, current) = self.view(address, now);
             match elect::decide(&me, &ranked, &view, self.config.takeover_grace) {
                 Action::Wait => {}
-                Action::Acquire => self.start(address, Request::Acquire, current.map(|l| (*l).clone())),
+                Action::Acquire => {
+                    self.start(address, Request::Acquire, current.map(|l| (*l).clone()))
+                }
                 Action::Renew => match self.held.get(&address) {
-                    Some(held) if now.saturating_duration_since(held.renewed) < self.config.renew_interval => {}
+                    Some(held)
+                        if now.saturating_duration_since(held.renewed)
+                            < self.config.renew_interval => {}
                     Some(held) => {
                         let lease = held.lease.clone();
                         self.start(address, Request::Renew, Some(lease));
@@ -282,7 +336,10 @@ impl Loop<'_> {
                     None => self.start(address, Request::Renew, current.map(|l| (*l).clone())),
                 },
                 Action::Release => {
-                    let lease = self.drop_local(address, "no longer eligible").map(|h| h.lease).or(current.map(|l| (*l).clone()));
+                    let lease = self
+                        .drop_local(address, "no longer eligible")
+                        .map(|h| h.lease)
+                        .or(current.map(|l| (*l).clone()));
                     self.start(address, Request::Release, lease);
                 }
             }
@@ -295,7 +352,9 @@ impl Loop<'_> {
         self.requests.spawn(async move {
             let started = Instant::now();
             let result = match (&request, &lease) {
-                (Request::Acquire, current) => client.acquire(address, current.as_ref()).await.map(Some),
+                (Request::Acquire, current) => {
+                    client.acquire(address, current.as_ref()).await.map(Some)
+                }
                 (Request::Renew, Some(lease)) => client.renew(lease).await.map(Some),
                 (Request::Release, Some(lease)) => client.release(lease).await.map(Some),
                 (Request::Delete, Some(lease)) => client.delete(lease).await.map(|()| None),
@@ -326,9 +385,13 @@ impl Loop<'_> {
                 // Someone else wrote the Lease: unless it was our own write whose answer was
                 // lost (the watch shows us as holder), the address is no longer ours.
                 let name = lease::lease_name(address);
-                let current = self.leases.get(&reflector::ObjectRef::new(&name).within(&self.config.lease_namespace));
+                let current = self
+                    .leases
+                    .get(&reflector::ObjectRef::new(&name).within(&self.config.lease_namespace));
                 match (current, self.held.get_mut(&address)) {
-                    (Some(current), Some(held)) if lease::holder(&current) == Some(self.config.node_name.as_str()) => {
+                    (Some(current), Some(held))
+                        if lease::holder(&current) == Some(self.config.node_name.as_str()) =>
+                    {
                         held.lease = (*current).clone();
                     }
                     _ => {
@@ -339,8 +402,12 @@ impl Loop<'_> {
             (Request::Acquire, Err(err)) if err.is_conflict() => {
                 tracing::debug!(%address, "another node acquired the lease first");
             }
-            (Request::Acquire | Request::Renew, Err(err)) => {
-                tracing::warn!(%address, error = %err, "lease request failed");
+            (Request::Acquire, Err(err)) => {
+                tracing::warn!(%address, error = %err, "lease acquisition failed");
+                self.retry_after.insert(address, Instant::now() + self.config.renew_interval);
+            }
+            (Request::Renew, Err(err)) => {
+                tracing::warn!(%address, error = %err, "lease renewal failed");
             }
             (Request::Release | Request::Delete, Err(err)) => {
                 tracing::debug!(%address, error = %err, "lease release failed; it will expire");
@@ -352,7 +419,8 @@ impl Loop<'_> {
     /// Drops addresses whose Lease could not be renewed in time.
     fn expire(&mut self) {
         let now = Instant::now();
-        let expired: Vec<IpAddr> = self.held.iter().filter(|(_, h)| h.deadline <= now).map(|(a, _)| *a).collect();
+        let expired: Vec<IpAddr> =
+            self.held.iter().filter(|(_, h)| h.deadline <= now).map(|(a, _)| *a).collect();
         for address in expired {
             self.drop_local(address, "lease not renewed in time");
         }
@@ -368,7 +436,7 @@ impl Loop<'_> {
     /// How long after a write starts this node may keep the address: the Lease duration less
     /// a margin for the removal itself.
     fn local_hold(&self) -> Duration {
-        let duration = Duration::from_secs(u64::try_from(self.config.lease_duration_seconds()).unwrap_or(1));
+        let duration = self.config.lease_duration;
         duration.saturating_sub(duration / 10)
     }
 
@@ -393,7 +461,11 @@ impl Loop<'_> {
 }
 
 /// Applies the published held set to the interface until `cancel`, then removes everything.
-async fn apply_held(announcer: Announcer, mut held: watch::Receiver<BTreeSet<IpAddr>>, cancel: CancellationToken) {
+async fn apply_held(
+    announcer: Announcer,
+    mut held: watch::Receiver<BTreeSet<IpAddr>>,
+    cancel: CancellationToken,
+) {
     let mut applied: BTreeSet<IpAddr> = BTreeSet::new();
     let mut garps: JoinSet<()> = JoinSet::new();
     let mut resync = tokio::time::interval(RESYNC);
@@ -404,7 +476,9 @@ async fn apply_held(announcer: Announcer, mut held: watch::Receiver<BTreeSet<IpA
                 Ok(()) => {
                     applied.remove(&address);
                 }
-                Err(err) => tracing::error!(%address, error = %err, "cannot remove load-balancer address"),
+                Err(err) => {
+                    tracing::error!(%address, error = %err, "cannot remove load-balancer address")
+                }
             }
         }
         for address in &desired {
@@ -417,12 +491,14 @@ async fn apply_held(announcer: Announcer, mut held: watch::Receiver<BTreeSet<IpA
                         let address = *address;
                         garps.spawn(async move {
                             if let Err(err) = announcer.announce(address).await {
-                                tracing::warn!(%address, error = %err, "gratuitous ARP failed");
+                                tracing::warn!(%address, error = %err, "gratuitous ARP failed; neighbours learn the new owner only when their cache entry expires (is iputils-arping installed?)");
                             }
                         });
                     }
                 }
-                Err(err) => tracing::error!(%address, error = %err, "cannot add load-balancer address"),
+                Err(err) => {
+                    tracing::error!(%address, error = %err, "cannot add load-balancer address")
+                }
             }
         }
         tokio::select! {
@@ -440,7 +516,12 @@ async fn apply_held(announcer: Announcer, mut held: watch::Receiver<BTreeSet<IpA
     }
 }
 
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>, cancel: CancellationToken) -> Store<K>
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
@@ -462,7 +543,9 @@ where
                 event = stream.next() => event,
             };
             match event {
-                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone)) => changed.notify_one(),
+                Some(Ok(
+                    watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone,
+                )) => changed.notify_one(),
                 Some(Ok(_)) => {}
                 Some(Err(err)) => {
                     tracing::warn!(kind = %K::kind(&K::DynamicType::default()), error = %err, "watch failed, retrying");
@@ -478,11 +561,16 @@ where
 /// Expiry is not judged here: a Lease whose holder died still names it until taken over.
 pub async fn announcers(client: Client, namespace: &str) -> Result<BTreeMap<IpAddr, String>> {
     let api = Api::<Lease>::namespaced(client, namespace);
-    let params = kube::api::ListParams::default().labels(&format!("{}={}", lease::MANAGED_BY_LABEL, lease::MANAGED_BY));
-    let list = api
-        .list(&params)
-        .await
-        .map_err(|err| Error::Lease { name: format!("{namespace}/*"), message: err.to_string(), conflict: false })?;
+    let params = kube::api::ListParams::default().labels(&format!(
+        "{}={}",
+        lease::MANAGED_BY_LABEL,
+        lease::MANAGED_BY
+    ));
+    let list = api.list(&params).await.map_err(|err| Error::Lease {
+        name: format!("{namespace}/*"),
+        message: err.to_string(),
+        conflict: false,
+    })?;
     Ok(list
         .items
         .iter()

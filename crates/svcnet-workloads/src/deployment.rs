@@ -245,7 +245,6 @@ pub fn status(
     let updated = new.map(|rs| rs_status(rs).replicas).unwrap_or(0);
     let new_available = new.map(|rs| rs_status(rs).available_replicas.unwrap_or(0)).unwrap_or(0);
     let previous = deployment.status.as_ref();
-    let name = deployment.metadata.name.clone().unwrap_or_default();
     let new_name = new.and_then(|rs| rs.metadata.name.clone()).unwrap_or_default();
     let complete = updated == desired && replicas == desired && new_available == desired;
     let progressing = if complete {
@@ -287,7 +286,6 @@ pub fn status(
             now,
         )
     };
-    let _ = name;
     DeploymentStatus {
         observed_generation: deployment.metadata.generation,
         replicas: Some(replicas),

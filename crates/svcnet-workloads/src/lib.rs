@@ -7,6 +7,8 @@
 //! is gone is done here too (svcnet's API server has no garbage collector).
 //! StatefulSets, DaemonSets, Jobs and pod disruption budgets are absent.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod controller;
 pub mod deployment;
 pub mod error;

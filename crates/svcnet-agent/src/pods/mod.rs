@@ -87,8 +87,8 @@ pub async fn run(client: Client, config: PodsConfig, cancel: CancellationToken) 
     }
     std::fs::create_dir_all(config.runner.data_dir.join("logs"))
         .map_err(|e| Error::io(format!("creating {}", config.runner.data_dir.display()), e))?;
-    if let PodNetwork::Bridge { bridge, pod_cidr, .. } = &config.network {
-        network::ensure_bridge(bridge, *pod_cidr).await?;
+    if let PodNetwork::Bridge { bridge, pod_cidr, node_netns, .. } = &config.network {
+        network::ensure_bridge(node_netns.as_deref(), bridge, *pod_cidr).await?;
     }
     let shared = Arc::new(Shared {
         client: client.clone(),
@@ -288,14 +288,23 @@ async fn sandbox_for(shared: &Shared, pod: &Pod) -> Result<PodSandbox> {
             netns: None,
             check_ports: true,
         }),
-        PodNetwork::Bridge { bridge, pod_cidr, routes } => {
+        PodNetwork::Bridge { bridge, pod_cidr, routes, node_netns } => {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let netns = network::netns_name(&config.node_name, &uid);
             let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_string());
             let resolv = resolv::resolv_conf(&namespace, &config.cluster_domain, &config.dns);
             orphans::record_netns(&config.runner.data_dir, &netns);
-            if let Err(err) =
-                network::setup_pod_netns(&netns, &uid, bridge, *pod_cidr, ip, routes, &resolv).await
+            if let Err(err) = network::setup_pod_netns(
+                node_netns.as_deref(),
+                &netns,
+                &uid,
+                bridge,
+                *pod_cidr,
+                ip,
+                routes,
+                &resolv,
+            )
+            .await
             {
                 network::teardown_pod_netns(&netns).await;
                 orphans::forget_netns(&config.runner.data_dir, &netns);

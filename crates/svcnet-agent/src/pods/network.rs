@@ -6,7 +6,8 @@
 //! (`svcnet-<node>-<uid prefix>`), a veth pair whose node end joins the node's bridge, an
 //! address from the node's podCIDR and `/etc/netns/<name>/resolv.conf`, which `ip netns exec`
 //! bind-mounts over `/etc/resolv.conf` for the pod's processes.
-//! The bridge mode assumes the agent runs in the namespace that holds the bridge (the node).
+//! The bridge lives in the agent's namespace or in a named node namespace (`node_netns`), so
+//! a test or `svcnet up` can keep the whole node out of the host's namespace.
 //! IPv6 pod addresses are left out.
 
 use std::collections::BTreeSet;
@@ -27,6 +28,8 @@ pub enum PodNetwork {
         pod_cidr: Ipv4Net,
         /// Routes each pod gets through the bridge address (for example the Service range).
         routes: Vec<IpNet>,
+        /// The named network namespace holding the bridge (the node); `None` is the agent's own.
+        node_netns: Option<String>,
     },
 }
 
@@ -103,7 +106,16 @@ pub fn gateway(pod_cidr: Ipv4Net) -> Option<Ipv4Addr> {
 }
 
 async fn ip(args: &[&str]) -> Result<()> {
-    let output = tokio::process::Command::new("ip")
+    ip_in(None, args).await
+}
+
+/// Runs `ip [-n NETNS] ARGS`.
+async fn ip_in(netns: Option<&str>, args: &[&str]) -> Result<()> {
+    let mut command = tokio::process::Command::new("ip");
+    if let Some(netns) = netns {
+        command.args(["-n", netns]);
+    }
+    let output = command
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -113,30 +125,40 @@ async fn ip(args: &[&str]) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Command {
-            command: format!("ip {}", args.join(" ")),
+            command: format!(
+                "ip {}{}",
+                netns.map(|n| format!("-n {n} ")).unwrap_or_default(),
+                args.join(" ")
+            ),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         })
     }
 }
 
 /// Creates the bridge with the gateway address if it is missing.
-pub async fn ensure_bridge(bridge: &str, pod_cidr: Ipv4Net) -> Result<()> {
+pub async fn ensure_bridge(
+    node_netns: Option<&str>,
+    bridge: &str,
+    pod_cidr: Ipv4Net,
+) -> Result<()> {
     let gw = gateway(pod_cidr)
         .ok_or_else(|| Error::Config(format!("podCIDR {pod_cidr} has no host address")))?;
-    if ip(&["link", "show", "dev", bridge]).await.is_err() {
-        ip(&["link", "add", "name", bridge, "type", "bridge"]).await?;
+    if ip_in(node_netns, &["link", "show", "dev", bridge]).await.is_err() {
+        ip_in(node_netns, &["link", "add", "name", bridge, "type", "bridge"]).await?;
     }
     let addr = format!("{gw}/{}", pod_cidr.prefix_len());
-    if let Err(err) = ip(&["addr", "add", &addr, "dev", bridge]).await
+    if let Err(err) = ip_in(node_netns, &["addr", "add", &addr, "dev", bridge]).await
         && !err.to_string().contains("File exists")
     {
         return Err(err);
     }
-    ip(&["link", "set", "dev", bridge, "up"]).await
+    ip_in(node_netns, &["link", "set", "dev", bridge, "up"]).await
 }
 
 /// Creates the namespace, veth, address, routes and resolv.conf of one pod.
+#[allow(clippy::too_many_arguments)]
 pub async fn setup_pod_netns(
+    node_netns: Option<&str>,
     netns: &str,
     pod_uid: &str,
     bridge: &str,
@@ -151,8 +173,12 @@ pub async fn setup_pod_netns(
     // A leftover namespace of the same name is from an earlier run: start clean.
     let _ = ip(&["netns", "del", netns]).await;
     ip(&["netns", "add", netns]).await?;
-    ip(&["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", netns]).await?;
-    ip(&["link", "set", "dev", &veth, "master", bridge, "up"]).await?;
+    ip_in(
+        node_netns,
+        &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", netns],
+    )
+    .await?;
+    ip_in(node_netns, &["link", "set", "dev", &veth, "master", bridge, "up"]).await?;
     let addr = format!("{pod_ip}/{}", pod_cidr.prefix_len());
     ip(&["-n", netns, "link", "set", "dev", "lo", "up"]).await?;
     ip(&["-n", netns, "addr", "add", &addr, "dev", "eth0"]).await?;

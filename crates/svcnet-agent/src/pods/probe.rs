@@ -166,8 +166,41 @@ impl ProbeTracker {
 pub struct ProbeTarget {
     pub pod_ip: IpAddr,
     pub env: Vec<(String, String)>,
-    /// The network namespace exec probes run in, if any.
+    /// The pod's network namespace, if any: every probe connects (or runs) from inside it, so
+    /// it works wherever the bridge is.
     pub netns: Option<String>,
+}
+
+/// Connects to `host:port`, from inside `netns` when given.
+async fn connect(
+    host: &str,
+    port: u16,
+    netns: Option<&str>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(netns) = netns else {
+        return tokio::net::TcpStream::connect((host, port)).await;
+    };
+    let addr: std::net::SocketAddr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+    let path = std::path::Path::new("/run/netns").join(netns);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own enters the namespace and ends afterwards, so no runtime thread ever
+    // changes namespace; the socket keeps the namespace it was created in.
+    std::thread::spawn(move || {
+        let result = std::fs::File::open(&path).and_then(|file| {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            let stream =
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10))?;
+            stream.set_nonblocking(true)?;
+            Ok(stream)
+        });
+        let _ = tx.send(result);
+    });
+    let stream = rx.await.map_err(|_| std::io::Error::other("probe thread ended"))??;
+    tokio::net::TcpStream::from_std(stream)
 }
 
 /// Runs one probe; `Err` carries the failure message.
@@ -186,7 +219,7 @@ async fn run_inner(action: &ProbeAction, target: &ProbeTarget) -> Result<(), Str
     match action {
         ProbeAction::Tcp { host, port } => {
             let host = host.clone().unwrap_or_else(|| target.pod_ip.to_string());
-            tokio::net::TcpStream::connect((host.as_str(), *port))
+            connect(&host, *port, target.netns.as_deref())
                 .await
                 .map(drop)
                 .map_err(|e| format!("dial tcp {host}:{port}: {e}"))
@@ -196,7 +229,7 @@ async fn run_inner(action: &ProbeAction, target: &ProbeTarget) -> Result<(), Str
                 return Err("HTTPS probes are not supported by svcnet".to_string());
             }
             let host = host.clone().unwrap_or_else(|| target.pod_ip.to_string());
-            let mut stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+            let mut stream = connect(&host, *port, target.netns.as_deref())
                 .await
                 .map_err(|e| format!("Get \"http://{host}:{port}{path}\": {e}"))?;
             let mut request = format!(

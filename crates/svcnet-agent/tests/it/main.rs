@@ -1,6 +1,7 @@
+#![allow(clippy::unwrap_used)]
 //! Integration tests of the agent's runner core and echo server with real processes and
 //! sockets on loopback addresses (no API server).
 
-mod e2e;
+mod bridge;
 mod echo;
 mod runner;

@@ -258,13 +258,61 @@ fn apply_sets_and_deployments() {
 
 #[test]
 fn status_subresource_writers_are_recorded_separately() {
-    let created = record_update(None, &svc(json!({"type": "LoadBalancer"})), "kubectl-create", "Update", T1);
+    let created =
+        record_update(None, &svc(json!({"type": "LoadBalancer"})), "kubectl-create", "Update", T1);
     let mut with_status = created.clone();
-    with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "VIP"}]}});
-    let out = record_update_subresource(Some(&created), &with_status, "svcnet-lb", "Update", Some("status"), T2);
+    with_status["status"] =
+        json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.1", "ipMode": "VIP"}]}});
+    let out = record_update_subresource(
+        Some(&created),
+        &with_status,
+        "svcnet-lb",
+        "Update",
+        Some("status"),
+        T2,
+    );
     let entries = out["metadata"]["managedFields"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[1]["manager"], "svcnet-lb");
     assert_eq!(entries[1]["subresource"], "status");
     assert_eq!(entries[1]["fieldsV1"], json!({"f:status": {"f:loadBalancer": {"f:ingress": {}}}}));
+}
+
+#[test]
+fn kubectl_csa_to_ssa_migration_flow() {
+    // `kubectl apply` (client-side) creates a defaulted Service.
+    let mut created =
+        svc(json!({"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "web"}}));
+    created["metadata"]["annotations"] =
+        json!({"kubectl.kubernetes.io/last-applied-configuration": "{}"});
+    crate::defaults::default_object("", "Service", &mut created).unwrap();
+    let created = record_update(None, &created, "kubectl-client-side-apply", "Update", T1);
+    // kubectl migrates the CSA entry to an Apply entry for "kubectl" with a JSON patch.
+    let mut migrated = created.clone();
+    let mut entry = created["metadata"]["managedFields"][0].clone();
+    entry["manager"] = json!("kubectl");
+    entry["operation"] = json!("Apply");
+    migrated["metadata"]["managedFields"] = json!([entry]);
+    let migrated = record_update(Some(&created), &migrated, "kubectl", "Update", T2);
+    assert_eq!(migrated["metadata"]["managedFields"][0]["manager"], "kubectl");
+    // kubectl-last-applied applies only the annotation, then kubectl applies the config.
+    let annotation = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default",
+        "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}}});
+    let with_last = apply(Some(&migrated), &annotation, "kubectl-last-applied", false).unwrap();
+    let config =
+        svc(json!({"ports": [{"port": 80, "targetPort": 8080}], "selector": {"app": "web"}}));
+    let mut applied = apply(Some(&with_last), &config, "kubectl", false).unwrap();
+    crate::defaults::default_object("", "Service", &mut applied).unwrap();
+    assert_eq!(applied["spec"], created["spec"], "nothing changed for the user");
+    assert_eq!(applied["metadata"]["annotations"], created["metadata"]["annotations"]);
+    // Another manager then changes a field kubectl applied: the next apply with the old value
+    // conflicts with it.
+    let mut patched = applied.clone();
+    patched["spec"]["ports"][0]["targetPort"] = json!(9090);
+    let patched = record_update(Some(&applied), &patched, "kubectl-patch", "Update", T2);
+    let err = apply(Some(&patched), &config, "kubectl", false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 1 conflict: conflict with \"kubectl-patch\" using v1: .spec.ports[port=80,protocol=\"TCP\"].targetPort"
+    );
 }

@@ -255,3 +255,64 @@ fn smp_errors() {
         );
     }
 }
+
+#[test]
+fn smp_set_element_order_with_null_list() {
+    check_smp(
+        "Service",
+        json!({"spec": {"ports": [{"port": 1}]}}),
+        json!({"spec": {"$setElementOrder/ports": [], "ports": null}}),
+        json!({"spec": {}}),
+    );
+}
+
+mod prop {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::super::*;
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            (0i64..5).prop_map(|n| json!(n)),
+            "[xy]{0,2}".prop_map(Value::String),
+            proptest::collection::vec((0i64..3).prop_map(|n| json!(n)), 0..3)
+                .prop_map(Value::Array),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        leaf().prop_recursive(3, 24, 3, |inner| {
+            proptest::collection::btree_map("[abc]", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect()))
+        })
+    }
+
+    fn object() -> impl Strategy<Value = Value> {
+        proptest::collection::btree_map("[abc]", value(), 0..4)
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+    }
+
+    proptest! {
+        /// Without directives or list metadata, a strategic merge patch is a JSON merge patch.
+        #[test]
+        fn smp_without_metadata_is_merge_patch(target in object(), patch in object()) {
+            let mut expected = target.clone();
+            merge_patch(&mut expected, &patch);
+            let got = strategic_merge_patch(&target, &patch, &patch_meta("", "Widget")).unwrap();
+            prop_assert_eq!(got, expected);
+        }
+
+        /// Applying the same merge patch twice changes nothing the second time.
+        #[test]
+        fn merge_patch_is_idempotent(target in object(), patch in object()) {
+            let mut once = target.clone();
+            merge_patch(&mut once, &patch);
+            let mut twice = once.clone();
+            merge_patch(&mut twice, &patch);
+            prop_assert_eq!(once, twice);
+        }
+    }
+}

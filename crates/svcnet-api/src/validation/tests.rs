@@ -490,3 +490,44 @@ fn other_kinds() {
         &[],
     );
 }
+
+#[test]
+fn deployment_strategy() {
+    let meta = json!({"name": "x", "namespace": "default"});
+    let template = json!({"metadata": {"labels": {"app": "d"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+    let strategy = |s: Value| json!({"metadata": meta, "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": template, "strategy": s}});
+    check_object(
+        "apps",
+        "Deployment",
+        strategy(
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 1}}),
+        ),
+        &[],
+    );
+    check_object(
+        "apps",
+        "Deployment",
+        strategy(
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "0%"}}),
+        ),
+        &[
+            "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: 0: may not be 0 when `maxSurge` is 0",
+        ],
+    );
+    check_object(
+        "apps",
+        "Deployment",
+        strategy(json!({"type": "Recreate", "rollingUpdate": {}})),
+        &[
+            "spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'",
+        ],
+    );
+    check_object(
+        "apps",
+        "Deployment",
+        strategy(json!({"type": "Blue"})),
+        &[
+            "spec.strategy.type: Unsupported value: \"Blue\": supported values: \"Recreate\", \"RollingUpdate\"",
+        ],
+    );
+}

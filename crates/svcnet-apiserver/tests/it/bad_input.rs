@@ -91,14 +91,34 @@ async fn every_bad_request_gets_a_status() {
                     if *method == Method::GET && (!body.is_empty() || *ct != "application/json") {
                         continue;
                     }
-                    let req = Request::builder().method(method.clone()).uri(path).header("content-type", *ct).body(body.clone()).expect("request");
-                    let resp = client.send(req.map(kube::client::Body::from)).await.expect("an HTTP answer");
+                    let req = Request::builder()
+                        .method(method.clone())
+                        .uri(path)
+                        .header("content-type", *ct)
+                        .body(body.clone())
+                        .expect("request");
+                    let resp = client
+                        .send(req.map(kube::client::Body::from))
+                        .await
+                        .expect("an HTTP answer");
                     let status = resp.status().as_u16();
-                    let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
+                    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .expect("body")
+                        .to_bytes();
                     if status >= 400 {
-                        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("{method} {path} ({ct}) → {status} without a Status: {}", String::from_utf8_lossy(&bytes)));
+                        let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                            panic!(
+                                "{method} {path} ({ct}) → {status} without a Status: {}",
+                                String::from_utf8_lossy(&bytes)
+                            )
+                        });
                         assert_eq!(v["kind"], "Status", "{method} {path}: {v}");
-                        assert_eq!(v["code"].as_u64(), Some(u64::from(status)), "{method} {path}: {v}");
+                        assert_eq!(
+                            v["code"].as_u64(),
+                            Some(u64::from(status)),
+                            "{method} {path}: {v}"
+                        );
                         assert!(status < 500, "{method} {path} ({ct}) → {status}: {v}");
                     }
                     n += 1;
@@ -109,7 +129,10 @@ async fn every_bad_request_gets_a_status() {
     // Oversized bodies: 413.
     for _ in 0..5 {
         let big = vec![b' '; 200 * 1024];
-        let req = Request::post("/api/v1/namespaces/default/services").header("content-type", "application/json").body(big).expect("request");
+        let req = Request::post("/api/v1/namespaces/default/services")
+            .header("content-type", "application/json")
+            .body(big)
+            .expect("request");
         let resp = client.send(req.map(kube::client::Body::from)).await.expect("answer");
         assert_eq!(resp.status().as_u16(), 413);
         n += 1;
@@ -129,7 +152,8 @@ async fn every_bad_request_gets_a_status() {
 async fn no_or_wrong_token_is_401_but_health_is_open() {
     let server = TestServer::start().await;
     let kc = kube::config::Kubeconfig::read_from(&server.handle.kubeconfig).expect("kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
     config.auth_info = Default::default();
     let anonymous = kube::Client::try_from(config.clone()).expect("client");
     config.auth_info.token = Some("wrong".to_string().into());
@@ -138,7 +162,8 @@ async fn no_or_wrong_token_is_401_but_health_is_open() {
         let req = Request::get("/api/v1/namespaces").body(Vec::new()).expect("request");
         let resp = client.send(req.map(kube::client::Body::from)).await.expect("answer");
         assert_eq!(resp.status().as_u16(), 401);
-        let bytes = http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
+        let bytes =
+            http_body_util::BodyExt::collect(resp.into_body()).await.expect("body").to_bytes();
         let v: Value = serde_json::from_slice(&bytes).expect("status");
         assert_eq!(v["reason"], "Unauthorized");
         for path in ["/readyz", "/livez", "/healthz"] {
@@ -149,6 +174,7 @@ async fn no_or_wrong_token_is_401_but_health_is_open() {
     }
     // The kubeconfig and token are private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&server.handle.kubeconfig).expect("kubeconfig").permissions().mode();
+    let mode =
+        std::fs::metadata(&server.handle.kubeconfig).expect("kubeconfig").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }

@@ -39,13 +39,20 @@ impl TestServer {
 
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.handle.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("kube config");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("kube config");
         kube::Client::try_from(config).expect("client")
     }
 
     pub fn kubectl(&self, bin: &str) -> Kubectl {
         let cache = self.dir.path().join(format!("cache-{}", bin.replace('/', "_")));
-        Kubectl { bin: bin.to_string(), kubeconfig: self.handle.kubeconfig.clone(), cache, work: self.dir.path().to_path_buf() }
+        Kubectl {
+            bin: bin.to_string(),
+            kubeconfig: self.handle.kubeconfig.clone(),
+            cache,
+            work: self.dir.path().to_path_buf(),
+        }
     }
 }
 
@@ -74,7 +81,11 @@ impl Kubectl {
     pub fn command(&self, args: &[&str]) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.bin);
         c.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache).args(args);
-        c.env_remove("KUBECONFIG").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        c.env_remove("KUBECONFIG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         c
     }
 
@@ -89,8 +100,15 @@ impl Kubectl {
         tokio::spawn(async move {
             let _ = input.write_all(data.as_bytes()).await;
         });
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("kubectl finished in time").expect("kubectl output");
-        Out { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::from_utf8_lossy(&out.stderr).into() }
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl finished in time")
+            .expect("kubectl output");
+        Out {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into(),
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        }
     }
 
     pub async fn run(&self, args: &[&str]) -> Out {

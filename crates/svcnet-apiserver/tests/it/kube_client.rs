@@ -26,10 +26,14 @@ async fn typed_crud() {
     let client = server.client().await;
     let api: Api<Service> = Api::namespaced(client, "default");
     let created = api.create(&PostParams::default(), &service("a", 80)).await.expect("create");
-    let ip = created.spec.as_ref().and_then(|s| s.cluster_ip.clone()).expect("cluster IP allocated");
+    let ip =
+        created.spec.as_ref().and_then(|s| s.cluster_ip.clone()).expect("cluster IP allocated");
     assert!(ip.starts_with("10."), "{ip}");
     let err = api.create(&PostParams::default(), &service("a", 80)).await.expect_err("duplicate");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err:?}"
+    );
 
     let mut got = api.get("a").await.expect("get");
     got.spec.as_mut().expect("spec").ports.as_mut().expect("ports")[0].port = 81;
@@ -38,12 +42,32 @@ async fn typed_crud() {
     assert_eq!(replaced.metadata.generation, Some(2));
     // A stale resourceVersion is a 409 Conflict.
     let err = api.replace("a", &PostParams::default(), &got).await.expect_err("stale");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"),
+        "{err:?}"
+    );
 
-    let patched = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.expect("merge patch");
-    assert_eq!(patched.metadata.labels.as_ref().and_then(|l| l.get("x")).map(String::as_str), Some("y"));
+    let patched = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect("merge patch");
+    assert_eq!(
+        patched.metadata.labels.as_ref().and_then(|l| l.get("x")).map(String::as_str),
+        Some("y")
+    );
     // A no-op patch does not bump the resourceVersion.
-    let again = api.patch("a", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await.expect("no-op");
+    let again = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .expect("no-op");
     assert_eq!(again.metadata.resource_version, patched.metadata.resource_version);
     let applied = api
         .patch("b", &PatchParams::apply("test").force(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "b"}, "spec": {"ports": [{"port": 90}]}})))
@@ -58,10 +82,16 @@ async fn typed_crud() {
 }
 
 async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("event in time").expect("stream open")
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("event in time")
+        .expect("stream open")
 }
 
-async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &str) -> Vec<String> {
+async fn wait_for(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    want: &str,
+) -> Vec<String> {
     let mut log = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -76,12 +106,20 @@ async fn wait_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>, want: &
 
 /// (type, name, port) of a watcher event, for the order check.
 fn summarize(ev: &watcher::Event<Service>) -> Option<String> {
-    let port = |s: &Service| s.spec.as_ref().and_then(|s| s.ports.as_ref()).map(|p| p[0].port).unwrap_or(0);
+    let port = |s: &Service| {
+        s.spec.as_ref().and_then(|s| s.ports.as_ref()).map(|p| p[0].port).unwrap_or(0)
+    };
     match ev {
-        watcher::Event::Apply(s) => Some(format!("apply {} {}", s.metadata.name.as_deref().unwrap_or(""), port(s))),
-        watcher::Event::Delete(s) => Some(format!("delete {}", s.metadata.name.as_deref().unwrap_or(""))),
+        watcher::Event::Apply(s) => {
+            Some(format!("apply {} {}", s.metadata.name.as_deref().unwrap_or(""), port(s)))
+        }
+        watcher::Event::Delete(s) => {
+            Some(format!("delete {}", s.metadata.name.as_deref().unwrap_or("")))
+        }
         watcher::Event::Init => Some("init".into()),
-        watcher::Event::InitApply(s) => Some(format!("initapply {}", s.metadata.name.as_deref().unwrap_or(""))),
+        watcher::Event::InitApply(s) => {
+            Some(format!("initapply {}", s.metadata.name.as_deref().unwrap_or("")))
+        }
         watcher::Event::InitDone => Some("initdone".into()),
     }
 }
@@ -94,10 +132,10 @@ async fn watcher_sees_every_change_in_order() {
     api.create(&PostParams::default(), &service("pre", 1)).await.expect("create");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let w = tokio::spawn(watcher(api.clone(), watcher::Config::default()).for_each(move |ev| {
-        if let Ok(ev) = ev {
-            if let Some(s) = summarize(&ev) {
-                let _ = tx.send(s);
-            }
+        if let Ok(ev) = ev
+            && let Some(s) = summarize(&ev)
+        {
+            let _ = tx.send(s);
         }
         futures::future::ready(())
     }));
@@ -118,7 +156,13 @@ async fn watcher_sees_every_change_in_order() {
         if i < 4 {
             api.create(&PostParams::default(), &service(&name, 100 + i)).await.expect("create");
         } else {
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"ports": [{"port": 100 + i}]}}))).await.expect("patch");
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"ports": [{"port": 100 + i}]}})),
+            )
+            .await
+            .expect("patch");
         }
         expected.push(format!("apply {name} {}", 100 + i));
     }
@@ -142,23 +186,27 @@ async fn watcher_relists_after_410() {
     .await;
     let client = server.client().await;
     let quiet: Api<Service> = Api::namespaced(client.clone(), "default");
-    let busy: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let busy: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), "kube-system");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // timeoutSeconds=1: the watcher re-watches every second from its last resourceVersion.
-    let w = tokio::spawn(watcher(quiet.clone(), watcher::Config::default().timeout(1)).for_each(move |ev| {
-        let s = match ev {
-            Ok(ev) => summarize(&ev),
-            Err(e) => Some(format!("error {e}")),
-        };
-        if let Some(s) = s {
-            let _ = tx.send(s);
-        }
-        futures::future::ready(())
-    }));
+    let w = tokio::spawn(watcher(quiet.clone(), watcher::Config::default().timeout(1)).for_each(
+        move |ev| {
+            let s = match ev {
+                Ok(ev) => summarize(&ev),
+                Err(e) => Some(format!("error {e}")),
+            };
+            if let Some(s) = s {
+                let _ = tx.send(s);
+            }
+            futures::future::ready(())
+        },
+    ));
     wait_for(&mut rx, "initdone").await;
     // Push the history window past the watcher's resourceVersion.
     for i in 0..60 {
-        let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).expect("cm");
+        let cm: k8s_openapi::api::core::v1::ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).expect("cm");
         busy.create(&PostParams::default(), &cm).await.expect("create cm");
     }
     // The next re-watch (within a second) asks for a resourceVersion older than the history:
@@ -169,4 +217,82 @@ async fn watcher_relists_after_410() {
     quiet.create(&PostParams::default(), &service("after", 7)).await.expect("create");
     wait_for(&mut rx, "apply after 7").await;
     w.abort();
+}
+
+/// A stand-in node agent: answers every request with one log line and reports the paths.
+async fn fake_agent() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let _ = tx.send(path);
+                let body = "hello from c\n";
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_bind_log_and_terminate_gracefully() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (agent_port, mut paths) = fake_agent().await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "n1"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": agent_port}}},
+    }))
+    .expect("node");
+    nodes.create(&PostParams::default(), &node).await.expect("create node");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+    )
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod).await.expect("create pod");
+
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}});
+    let req = http::Request::post("/api/v1/namespaces/default/pods/p/binding")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&binding).expect("json"))
+        .expect("request");
+    let resp = client.send(req.map(kube::client::Body::from)).await.expect("binding");
+    assert_eq!(resp.status().as_u16(), 201);
+    let bound = pods.get("p").await.expect("get");
+    assert_eq!(bound.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some("n1"));
+
+    let logs = pods.logs("p", &Default::default()).await.expect("logs");
+    assert_eq!(logs, "hello from c\n");
+    let path = paths.recv().await.expect("agent saw the request");
+    assert!(path.starts_with("/containerLogs/default/p/c?follow=false"), "{path}");
+
+    // A bound pod on a node with an agent terminates gracefully; the agent finishes it.
+    pods.delete("p", &DeleteParams::default()).await.expect("delete");
+    let terminating = pods.get("p").await.expect("still there");
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+    pods.delete("p", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .expect("final delete");
+    assert!(pods.get_opt("p").await.expect("get").is_none());
+
+    // An unbound pod goes at once.
+    pods.create(&PostParams::default(), &pod).await.expect("create again");
+    pods.delete("p", &DeleteParams::default()).await.expect("delete unbound");
+    assert!(pods.get_opt("p").await.expect("get").is_none());
 }

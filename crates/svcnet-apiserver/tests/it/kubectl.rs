@@ -77,11 +77,27 @@ async fn battery(bin: &str, node_port: u16) {
     assert_eq!(out.matches(" created").count(), 5, "{out}");
     let out = k.ok(&["apply", "-n", ns, "-f", f]).await;
     assert_eq!(out.matches(" unchanged").count(), 5, "{out}");
-    let changed = manifests.replace("targetPort: 8443", "targetPort: 9443").replace("port: 5432", "port: 5433").replace("tier: frontend", "tier: edge");
+    let changed = manifests
+        .replace("targetPort: 8443", "targetPort: 9443")
+        .replace("port: 5432", "port: 5433")
+        .replace("tier: frontend", "tier: edge");
     let file2 = k.write("svcs2.yaml", &changed);
     let out = k.ok(&["apply", "-n", ns, "-f", file2.to_str().expect("utf-8")]).await;
-    assert!(out.contains("service/web configured") && out.contains("service/headless configured"), "{out}");
-    let ports = k.ok(&["get", "svc", "web", "-n", ns, "-o", "jsonpath={.spec.ports[1].targetPort} {.metadata.labels.tier}"]).await;
+    assert!(
+        out.contains("service/web configured") && out.contains("service/headless configured"),
+        "{out}"
+    );
+    let ports = k
+        .ok(&[
+            "get",
+            "svc",
+            "web",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.ports[1].targetPort} {.metadata.labels.tier}",
+        ])
+        .await;
     assert_eq!(ports, "9443 edge");
 
     // get in every output format.
@@ -92,9 +108,11 @@ async fn battery(bin: &str, node_port: u16) {
     let json = k.ok(&["get", "svc", "-n", ns, "-o", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json).expect("json output");
     assert_eq!(v["items"].as_array().map(Vec::len), Some(5));
-    let np = k.ok(&["get", "svc", "np", "-n", ns, "-o", "jsonpath={.spec.ports[0].nodePort}"]).await;
+    let np =
+        k.ok(&["get", "svc", "np", "-n", ns, "-o", "jsonpath={.spec.ports[0].nodePort}"]).await;
     assert_eq!(np, node_port.to_string());
-    let headless = k.ok(&["get", "svc", "headless", "-n", ns, "-o", "jsonpath={.spec.clusterIP}"]).await;
+    let headless =
+        k.ok(&["get", "svc", "headless", "-n", ns, "-o", "jsonpath={.spec.clusterIP}"]).await;
     assert_eq!(headless, "None");
     let names = k.ok(&["get", "svc", "-n", ns, "-o", "name"]).await;
     assert!(names.contains("service/ext"), "{names}");
@@ -102,33 +120,111 @@ async fn battery(bin: &str, node_port: u16) {
     assert_eq!(labelled.trim(), "service/web");
     let all_ns = k.ok(&["get", "svc", "-A"]).await;
     assert!(all_ns.contains("default") && all_ns.contains("bat"), "{all_ns}");
-    let by_field = k.ok(&["get", "svc", "-n", ns, "--field-selector", "metadata.name=lb", "-o", "name"]).await;
+    let by_field =
+        k.ok(&["get", "svc", "-n", ns, "--field-selector", "metadata.name=lb", "-o", "name"]).await;
     assert_eq!(by_field.trim(), "service/lb");
     let all = k.ok(&["get", "all", "-n", ns]).await;
     assert!(all.contains("service/web"), "{all}");
 
     let describe = k.ok(&["describe", "svc", "web", "-n", ns]).await;
-    assert!(describe.contains("Name:") && describe.contains("web") && describe.contains("Selector:"), "{describe}");
+    assert!(
+        describe.contains("Name:") && describe.contains("web") && describe.contains("Selector:"),
+        "{describe}"
+    );
 
     // label, annotate, three patch types.
     k.ok(&["label", "svc", "web", "-n", ns, "watched=no"]).await;
     k.ok(&["annotate", "svc", "web", "-n", ns, "note=hello"]).await;
-    k.ok(&["patch", "svc", "web", "-n", ns, "-p", r#"{"spec":{"ports":[{"port":80,"targetPort":9090}]}}"#]).await;
-    k.ok(&["patch", "svc", "web", "-n", ns, "--type=merge", "-p", r#"{"metadata":{"labels":{"merged":"yes"}}}"#]).await;
-    k.ok(&["patch", "svc", "web", "-n", ns, "--type=json", "-p", r#"[{"op":"add","path":"/metadata/labels/jsonpatched","value":"yes"}]"#]).await;
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-n",
+        ns,
+        "-p",
+        r#"{"spec":{"ports":[{"port":80,"targetPort":9090}]}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"merged":"yes"}}}"#,
+    ])
+    .await;
+    k.ok(&[
+        "patch",
+        "svc",
+        "web",
+        "-n",
+        ns,
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/metadata/labels/jsonpatched","value":"yes"}]"#,
+    ])
+    .await;
     let got = k.ok(&["get", "svc", "web", "-n", ns, "-o", "jsonpath={.metadata.labels.watched},{.metadata.annotations.note},{.spec.ports[0].targetPort},{.metadata.labels.merged},{.metadata.labels.jsonpatched}"]).await;
     assert_eq!(got, "no,hello,9090,yes,yes");
 
     // Server-side apply, and a conflict with another manager.
     let ssa = "apiVersion: v1\nkind: Service\nmetadata: {name: ssa}\nspec:\n  ports: [{port: 80, targetPort: 80}]\n";
-    assert!(k.ok_stdin(&["apply", "--server-side", "-n", ns, "-f", "-"], ssa).await.contains("serverside-applied"));
-    let conflict = k.fails(&["apply", "--server-side", "--field-manager", "other", "-n", ns, "-f", "-"], Some(&ssa.replace("targetPort: 80", "targetPort: 81"))).await;
+    assert!(
+        k.ok_stdin(&["apply", "--server-side", "-n", ns, "-f", "-"], ssa)
+            .await
+            .contains("serverside-applied")
+    );
+    let conflict = k
+        .fails(
+            &["apply", "--server-side", "--field-manager", "other", "-n", ns, "-f", "-"],
+            Some(&ssa.replace("targetPort: 80", "targetPort: 81")),
+        )
+        .await;
     assert!(conflict.contains("conflict"), "{conflict}");
-    let forced = k.ok_stdin(&["apply", "--server-side", "--force-conflicts", "--field-manager", "other", "-n", ns, "-f", "-"], &ssa.replace("targetPort: 80", "targetPort: 81")).await;
+    let forced = k
+        .ok_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                "other",
+                "-n",
+                ns,
+                "-f",
+                "-",
+            ],
+            &ssa.replace("targetPort: 80", "targetPort: 81"),
+        )
+        .await;
     assert!(forced.contains("serverside-applied"), "{forced}");
 
+    // Client-side-applied objects move to server-side apply (kubectl's managedFields migration).
+    let migrated = k
+        .ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-n",
+            ns,
+            "-f",
+            file2.to_str().expect("utf-8"),
+        ])
+        .await;
+    assert_eq!(migrated.matches("serverside-applied").count(), 5, "{migrated}");
+    k.ok(&["create", "configmap", "gen-cm", "-n", ns, "--from-literal=a=b"]).await;
+    assert_eq!(k.ok(&["get", "cm", "gen-cm", "-n", ns, "-o", "jsonpath={.data.a}"]).await, "b");
+
     // Dry run: reported, not persisted.
-    let dry = k.ok_stdin(&["create", "-n", ns, "--dry-run=server", "-f", "-"], "apiVersion: v1\nkind: Service\nmetadata: {name: dry}\nspec:\n  ports: [{port: 80}]\n").await;
+    let dry = k
+        .ok_stdin(
+            &["create", "-n", ns, "--dry-run=server", "-f", "-"],
+            "apiVersion: v1\nkind: Service\nmetadata: {name: dry}\nspec:\n  ports: [{port: 80}]\n",
+        )
+        .await;
     assert!(dry.contains("(server dry run)"), "{dry}");
     let missing = k.fails(&["get", "svc", "dry", "-n", ns], None).await;
     assert!(missing.contains("NotFound"), "{missing}");
@@ -138,9 +234,24 @@ async fn battery(bin: &str, node_port: u16) {
     assert!(explain.contains("clusterIP"), "{explain}");
 
     // get -w sees an update.
-    let mut watch = k.command(&["get", "svc", "web", "-n", ns, "-w", "-o", "jsonpath={.metadata.labels.watched}{\"\\n\"}"]).spawn().expect("spawn watch");
+    let mut watch = k
+        .command(&[
+            "get",
+            "svc",
+            "web",
+            "-n",
+            ns,
+            "-w",
+            "-o",
+            "jsonpath={.metadata.labels.watched}{\"\\n\"}",
+        ])
+        .spawn()
+        .expect("spawn watch");
     let mut lines = BufReader::new(watch.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.expect("first watch line").expect("read");
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("first watch line")
+        .expect("read");
     assert_eq!(first.as_deref(), Some("no"));
     k.ok(&["label", "svc", "web", "-n", ns, "watched=yes", "--overwrite"]).await;
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
@@ -157,19 +268,46 @@ async fn battery(bin: &str, node_port: u16) {
     let _ = watch.kill().await;
 
     // edit through KUBE_EDITOR.
-    let editor = k.write("editor.sh", "#!/bin/sh\nsed -i 's/sessionAffinity: None/sessionAffinity: ClientIP/' \"$1\"\n");
-    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let out = k.run_env(&["edit", "svc", "web", "-n", ns], None, &[("KUBE_EDITOR", editor.to_str().expect("utf-8"))]).await;
+    let editor = k.write(
+        "editor.sh",
+        "#!/bin/sh\nsed -i 's/sessionAffinity: None/sessionAffinity: ClientIP/' \"$1\"\n",
+    );
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let out = k
+        .run_env(
+            &["edit", "svc", "web", "-n", ns],
+            None,
+            &[("KUBE_EDITOR", editor.to_str().expect("utf-8"))],
+        )
+        .await;
     assert!(out.ok, "edit failed: {}", out.all());
-    assert_eq!(k.ok(&["get", "svc", "web", "-n", ns, "-o", "jsonpath={.spec.sessionAffinity}"]).await, "ClientIP");
+    assert_eq!(
+        k.ok(&["get", "svc", "web", "-n", ns, "-o", "jsonpath={.spec.sessionAffinity}"]).await,
+        "ClientIP"
+    );
 
     // The typed generators send protobuf.
     k.ok(&["create", "service", "clusterip", "gen-cip", "-n", ns, "--tcp=5678:8080"]).await;
     k.ok(&["create", "service", "nodeport", "gen-np", "-n", ns, "--tcp=80:80"]).await;
     k.ok(&["create", "service", "loadbalancer", "gen-lb", "-n", ns, "--tcp=80:80"]).await;
-    let types = k.ok(&["get", "svc", "gen-cip", "gen-np", "gen-lb", "-n", ns, "-o", "jsonpath={.items[*].spec.type}"]).await;
+    let types = k
+        .ok(&[
+            "get",
+            "svc",
+            "gen-cip",
+            "gen-np",
+            "gen-lb",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.items[*].spec.type}",
+        ])
+        .await;
     assert_eq!(types, "ClusterIP NodePort LoadBalancer");
-    let target = k.ok(&["get", "svc", "gen-cip", "-n", ns, "-o", "jsonpath={.spec.ports[0].targetPort}"]).await;
+    let target = k
+        .ok(&["get", "svc", "gen-cip", "-n", ns, "-o", "jsonpath={.spec.ports[0].targetPort}"])
+        .await;
     assert_eq!(target, "8080");
 
     // Invalid manifests: kubectl's usual errors with field paths.
@@ -181,13 +319,29 @@ async fn battery(bin: &str, node_port: u16) {
     assert!(err.contains("unknown field \"spec.bogusField\""), "{err}");
     let dup = k.fails(&["create", "-n", ns, "-f", "-"], Some("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n")).await;
     assert!(dup.contains("AlreadyExists"), "{dup}");
-    let taken = k.fails(&["create", "service", "nodeport", "taken", "-n", ns, "--tcp=80:80", &format!("--node-port={node_port}")], None).await;
+    let taken = k
+        .fails(
+            &[
+                "create",
+                "service",
+                "nodeport",
+                "taken",
+                "-n",
+                ns,
+                "--tcp=80:80",
+                &format!("--node-port={node_port}"),
+            ],
+            None,
+        )
+        .await;
     assert!(taken.contains("already allocated"), "{taken}");
 
     // delete, with --wait, and a namespace with everything in it.
     assert!(k.ok(&["delete", "svc", "gen-cip", "-n", ns, "--wait"]).await.contains("deleted"));
     assert!(k.fails(&["get", "svc", "gen-cip", "-n", ns], None).await.contains("NotFound"));
-    assert!(k.ok(&["delete", "namespace", ns, "--wait", "--timeout=60s"]).await.contains("deleted"));
+    assert!(
+        k.ok(&["delete", "namespace", ns, "--wait", "--timeout=60s"]).await.contains("deleted")
+    );
     assert!(k.fails(&["get", "namespace", ns], None).await.contains("NotFound"));
     let left = k.ok(&["get", "svc", "-A", "-o", "name"]).await;
     assert_eq!(left.trim(), "service/kubernetes", "{left}");
@@ -196,7 +350,11 @@ async fn battery(bin: &str, node_port: u16) {
 
 async fn check_events_and_describe_other_kinds(k: &Kubectl) {
     // Kinds beyond Service answer the common verbs.
-    k.ok_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: default}\ndata: {a: b}\n").await;
+    k.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm, namespace: default}\ndata: {a: b}\n",
+    )
+    .await;
     k.ok_stdin(
         &["apply", "-f", "-"],
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d, namespace: default}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec:\n      containers: [{name: c, image: busybox}]\n",

@@ -14,8 +14,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{EndpointAddress, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone};
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointSubset, Endpoints, Node, ObjectReference, Pod, Service,
+};
+use k8s_openapi::api::discovery::v1::{
+    Endpoint, EndpointConditions, EndpointHints, EndpointPort, EndpointSlice, ForZone,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 /// `kubernetes.io/service-name`.
@@ -28,6 +32,13 @@ pub const CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
 pub const LABEL_HEADLESS: &str = "service.kubernetes.io/headless";
 /// `topology.kubernetes.io/zone`.
 pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+
+/// (address type, ports key): endpoints with equal keys share slices.
+type GroupKey = (String, String);
+
+/// Ports, ready addresses and not-ready addresses of one Endpoints subset.
+type SubsetParts =
+    (Vec<k8s_openapi::api::core::v1::EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>);
 
 /// What to write to bring a Service's slices to the desired state.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -57,7 +68,8 @@ pub fn is_managed_slice(slice: &EndpointSlice, service_name: &str) -> bool {
 /// ExternalName.
 pub fn has_selector(service: &Service) -> bool {
     let Some(spec) = service.spec.as_ref() else { return false };
-    spec.type_.as_deref() != Some("ExternalName") && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
+    spec.type_.as_deref() != Some("ExternalName")
+        && spec.selector.as_ref().is_some_and(|s| !s.is_empty())
 }
 
 /// Whether the pod's labels match the Service's selector (a selectorless Service matches nothing).
@@ -95,12 +107,14 @@ fn pod_has_endpoint(pod: &Pod) -> bool {
     if phase == "Failed" || phase == "Succeeded" {
         return false;
     }
-    status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty()) || status.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
+    status.pod_ip.as_deref().is_some_and(|ip| !ip.is_empty())
+        || status.pod_ips.as_ref().is_some_and(|ips| !ips.is_empty())
 }
 
 fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     let Some(status) = pod.status.as_ref() else { return Vec::new() };
-    let mut out: Vec<IpAddr> = status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
+    let mut out: Vec<IpAddr> =
+        status.pod_ips.iter().flatten().filter_map(|p| p.ip.parse().ok()).collect();
     if out.is_empty() {
         out.extend(status.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()));
     }
@@ -132,14 +146,23 @@ fn pod_ports(service: &Service, pod: &Pod) -> Vec<EndpointPort> {
         let protocol = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
         let port = match &sp.target_port {
             None => Some(sp.port),
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => Some(if *n == 0 { sp.port } else { *n }),
-            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name)) => match name.parse::<i32>() {
-                Ok(n) => Some(n),
-                Err(_) => find_named_port(pod, name, &protocol),
-            },
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                Some(if *n == 0 { sp.port } else { *n })
+            }
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name)) => {
+                match name.parse::<i32>() {
+                    Ok(n) => Some(n),
+                    Err(_) => find_named_port(pod, name, &protocol),
+                }
+            }
         };
         if let Some(port) = port {
-            out.push(EndpointPort { name: Some(sp.name.clone().unwrap_or_default()), port: Some(port), protocol: Some(protocol), app_protocol: sp.app_protocol.clone() });
+            out.push(EndpointPort {
+                name: Some(sp.name.clone().unwrap_or_default()),
+                port: Some(port),
+                protocol: Some(protocol),
+                app_protocol: sp.app_protocol.clone(),
+            });
         }
     }
     out
@@ -151,7 +174,9 @@ fn find_named_port(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
         .iter()
         .chain(spec.init_containers.iter().flatten())
         .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+        .find(|p| {
+            p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == protocol
+        })
         .map(|p| p.container_port)
 }
 
@@ -159,7 +184,15 @@ fn find_named_port(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
 fn ports_key(ports: &[EndpointPort]) -> String {
     let mut parts: Vec<String> = ports
         .iter()
-        .map(|p| format!("{}/{}/{}/{}", p.name.as_deref().unwrap_or(""), p.protocol.as_deref().unwrap_or(""), p.port.unwrap_or(0), p.app_protocol.as_deref().unwrap_or("")))
+        .map(|p| {
+            format!(
+                "{}/{}/{}/{}",
+                p.name.as_deref().unwrap_or(""),
+                p.protocol.as_deref().unwrap_or(""),
+                p.port.unwrap_or(0),
+                p.app_protocol.as_deref().unwrap_or("")
+            )
+        })
         .collect();
     parts.sort();
     parts.join(",")
@@ -168,18 +201,32 @@ fn ports_key(ports: &[EndpointPort]) -> String {
 /// The identity of an endpoint within a Service: the pod it points to, else its first address.
 fn endpoint_key(ep: &Endpoint) -> String {
     match &ep.target_ref {
-        Some(r) => format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name.as_deref().unwrap_or("")),
+        Some(r) => {
+            format!("{}/{}", r.namespace.as_deref().unwrap_or(""), r.name.as_deref().unwrap_or(""))
+        }
         None => ep.addresses.first().cloned().unwrap_or_default(),
     }
 }
 
 fn prefer_close(service: &Service) -> bool {
-    matches!(service.spec.as_ref().and_then(|s| s.traffic_distribution.as_deref()), Some("PreferClose") | Some("PreferSameZone"))
+    matches!(
+        service.spec.as_ref().and_then(|s| s.traffic_distribution.as_deref()),
+        Some("PreferClose") | Some("PreferSameZone")
+    )
 }
 
 /// The endpoint of `pod` for address type `address_type`, if it has an address of that family.
-fn pod_endpoint(service: &Service, pod: &Pod, nodes: &BTreeMap<String, Node>, address_type: &str) -> Option<Endpoint> {
-    let ips: Vec<String> = pod_ips(pod).iter().filter(|ip| family(ip) == address_type).map(|ip| ip.to_string()).collect();
+fn pod_endpoint(
+    service: &Service,
+    pod: &Pod,
+    nodes: &BTreeMap<String, Node>,
+    address_type: &str,
+) -> Option<Endpoint> {
+    let ips: Vec<String> = pod_ips(pod)
+        .iter()
+        .filter(|ip| family(ip) == address_type)
+        .map(|ip| ip.to_string())
+        .collect();
     let first = ips.into_iter().next()?;
     let spec = service.spec.as_ref();
     let publish_not_ready = spec.and_then(|s| s.publish_not_ready_addresses).unwrap_or(false);
@@ -189,15 +236,28 @@ fn pod_endpoint(service: &Service, pod: &Pod, nodes: &BTreeMap<String, Node>, ad
     let serving = pod_ready(pod) && !unreachable;
     let terminating = pod.metadata.deletion_timestamp.is_some();
     let ready = publish_not_ready || (serving && !terminating);
-    let zone = node.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get(LABEL_ZONE)).cloned();
+    let zone =
+        node.and_then(|n| n.metadata.labels.as_ref()).and_then(|l| l.get(LABEL_ZONE)).cloned();
     let hostname = pod.spec.as_ref().and_then(|s| {
-        let same = s.subdomain.as_deref() == service.metadata.name.as_deref() && pod.metadata.namespace == service.metadata.namespace;
+        let same = s.subdomain.as_deref() == service.metadata.name.as_deref()
+            && pod.metadata.namespace == service.metadata.namespace;
         s.hostname.clone().filter(|h| same && !h.is_empty())
     });
-    let hints = if prefer_close(service) { zone.as_ref().map(|z| EndpointHints { for_zones: Some(vec![ForZone { name: z.clone() }]), for_nodes: None }) } else { None };
+    let hints = if prefer_close(service) {
+        zone.as_ref().map(|z| EndpointHints {
+            for_zones: Some(vec![ForZone { name: z.clone() }]),
+            for_nodes: None,
+        })
+    } else {
+        None
+    };
     Some(Endpoint {
         addresses: vec![first],
-        conditions: Some(EndpointConditions { ready: Some(ready), serving: Some(serving), terminating: Some(terminating) }),
+        conditions: Some(EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        }),
         hostname,
         node_name,
         zone,
@@ -247,15 +307,24 @@ fn sorted_endpoints(eps: &[Endpoint]) -> Vec<Endpoint> {
 /// The slices the Service should have, as changes against `existing` (the slices of any manager
 /// that carry the Service's name; only this controller's are touched). Pods outside the
 /// Service's namespace or not matching its selector are ignored, so callers may pass a superset.
-pub fn desired_slices(service: &Service, pods: &[&Pod], nodes: &BTreeMap<String, Node>, existing: &[EndpointSlice], max_per_slice: usize) -> SliceChanges {
+pub fn desired_slices(
+    service: &Service,
+    pods: &[&Pod],
+    nodes: &BTreeMap<String, Node>,
+    existing: &[EndpointSlice],
+    max_per_slice: usize,
+) -> SliceChanges {
     let max_per_slice = max_per_slice.max(1);
     let service_name = service.metadata.name.clone().unwrap_or_default();
     let mut changes = SliceChanges::default();
-    let managed: Vec<&EndpointSlice> = existing.iter().filter(|s| is_managed_slice(s, &service_name)).collect();
+    let managed: Vec<&EndpointSlice> =
+        existing.iter().filter(|s| is_managed_slice(s, &service_name)).collect();
     if !has_selector(service) {
         // Selectorless and ExternalName Services: slices written by others are left alone; our
         // own leftovers (from when the Service had a selector) go.
-        if service.spec.as_ref().is_some_and(|s| s.type_.as_deref() == Some("ExternalName")) || !managed.is_empty() {
+        if service.spec.as_ref().is_some_and(|s| s.type_.as_deref() == Some("ExternalName"))
+            || !managed.is_empty()
+        {
             changes.delete = managed.into_iter().cloned().collect();
         }
         return changes;
@@ -264,7 +333,8 @@ pub fn desired_slices(service: &Service, pods: &[&Pod], nodes: &BTreeMap<String,
     let owner = owner_reference(service);
 
     // Desired endpoints grouped by (address type, ports).
-    let mut desired: BTreeMap<(String, String), (Vec<EndpointPort>, BTreeMap<String, Endpoint>)> = BTreeMap::new();
+    let mut desired: BTreeMap<GroupKey, (Vec<EndpointPort>, BTreeMap<String, Endpoint>)> =
+        BTreeMap::new();
     let address_types = address_types(service);
     for pod in pods {
         if !selects(service, pod) || !pod_has_endpoint(pod) {
@@ -274,7 +344,9 @@ pub fn desired_slices(service: &Service, pods: &[&Pod], nodes: &BTreeMap<String,
         let key = ports_key(&ports);
         for at in &address_types {
             if let Some(ep) = pod_endpoint(service, pod, nodes, at) {
-                let entry = desired.entry((at.clone(), key.clone())).or_insert_with(|| (ports.clone(), BTreeMap::new()));
+                let entry = desired
+                    .entry((at.clone(), key.clone()))
+                    .or_insert_with(|| (ports.clone(), BTreeMap::new()));
                 entry.1.insert(endpoint_key(&ep), ep);
             }
         }
@@ -287,11 +359,22 @@ pub fn desired_slices(service: &Service, pods: &[&Pod], nodes: &BTreeMap<String,
         existing_groups.entry(key).or_default().push(slice);
     }
 
-    let all_keys: BTreeSet<(String, String)> = desired.keys().chain(existing_groups.keys()).cloned().collect();
+    let all_keys: BTreeSet<(String, String)> =
+        desired.keys().chain(existing_groups.keys()).cloned().collect();
     for key in all_keys {
         let slices = existing_groups.remove(&key).unwrap_or_default();
         let (ports, mut wanted) = desired.remove(&key).unwrap_or_default();
-        reconcile_group(&key.0, &ports, &mut wanted, slices, &labels, &owner, &service_name, max_per_slice, &mut changes);
+        reconcile_group(
+            &key.0,
+            &ports,
+            &mut wanted,
+            slices,
+            &labels,
+            &owner,
+            &service_name,
+            max_per_slice,
+            &mut changes,
+        );
     }
     changes
 }
@@ -323,12 +406,14 @@ fn reconcile_group(
             }
         }
         next.endpoints = endpoints;
-        let meta_changed = next.metadata.labels.as_ref() != Some(labels) || next.metadata.owner_references.as_ref().is_none_or(|o| !o.contains(owner));
+        let meta_changed = next.metadata.labels.as_ref() != Some(labels)
+            || next.metadata.owner_references.as_ref().is_none_or(|o| !o.contains(owner));
         if meta_changed {
             next.metadata.labels = Some(labels.clone());
             next.metadata.owner_references = Some(vec![owner.clone()]);
         }
-        let changed = meta_changed || sorted_endpoints(&next.endpoints) != sorted_endpoints(&slice.endpoints);
+        let changed =
+            meta_changed || sorted_endpoints(&next.endpoints) != sorted_endpoints(&slice.endpoints);
         if next.endpoints.is_empty() {
             changes.delete.push(slice.clone());
         } else {
@@ -348,11 +433,14 @@ fn reconcile_group(
         }
     }
     // Step 3: then one untouched slice that has room for all of them.
-    if !remaining.is_empty() {
-        if let Some((slice, changed)) = kept.iter_mut().filter(|(s, c)| !*c && s.endpoints.len() + remaining.len() <= max_per_slice).max_by_key(|(s, _)| s.endpoints.len()) {
-            slice.endpoints.append(&mut remaining);
-            *changed = true;
-        }
+    if !remaining.is_empty()
+        && let Some((slice, changed)) = kept
+            .iter_mut()
+            .filter(|(s, c)| !*c && s.endpoints.len() + remaining.len() <= max_per_slice)
+            .max_by_key(|(s, _)| s.endpoints.len())
+    {
+        slice.endpoints.append(&mut remaining);
+        *changed = true;
     }
     for (slice, changed) in kept {
         if changed {
@@ -379,14 +467,18 @@ fn reconcile_group(
 /// The legacy Endpoints object mirroring the Service's pods (kube's endpoints controller):
 /// ready pods in `addresses`, others in `notReadyAddresses`, terminating pods left out unless
 /// `publishNotReadyAddresses`. `None` for Services this controller does not manage.
-pub fn desired_endpoints(service: &Service, pods: &[&Pod], nodes: &BTreeMap<String, Node>) -> Option<Endpoints> {
+pub fn desired_endpoints(
+    service: &Service,
+    pods: &[&Pod],
+    nodes: &BTreeMap<String, Node>,
+) -> Option<Endpoints> {
     if !has_selector(service) {
         return None;
     }
     let spec = service.spec.as_ref()?;
     let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
     let primary = address_types(service).into_iter().next().unwrap_or_else(|| "IPv4".into());
-    let mut subsets: BTreeMap<String, (Vec<k8s_openapi::api::core::v1::EndpointPort>, Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    let mut subsets: BTreeMap<String, SubsetParts> = BTreeMap::new();
     for pod in pods {
         if !selects(service, pod) || !pod_has_endpoint(pod) {
             continue;
@@ -406,8 +498,15 @@ pub fn desired_endpoints(service: &Service, pods: &[&Pod], nodes: &BTreeMap<Stri
                 app_protocol: p.app_protocol.clone(),
             })
             .collect();
-        let address = EndpointAddress { ip: ep.addresses[0].clone(), hostname: ep.hostname.clone(), node_name: ep.node_name.clone(), target_ref: ep.target_ref.clone() };
-        let entry = subsets.entry(ports_key(&ports)).or_insert_with(|| (core_ports, Vec::new(), Vec::new()));
+        let address = EndpointAddress {
+            ip: ep.addresses[0].clone(),
+            hostname: ep.hostname.clone(),
+            node_name: ep.node_name.clone(),
+            target_ref: ep.target_ref.clone(),
+        };
+        let entry = subsets
+            .entry(ports_key(&ports))
+            .or_insert_with(|| (core_ports, Vec::new(), Vec::new()));
         if ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false) {
             entry.1.push(address);
         } else {
@@ -444,5 +543,7 @@ pub fn desired_endpoints(service: &Service, pods: &[&Pod], nodes: &BTreeMap<Stri
 
 /// Whether a stored Endpoints object already says what `desired` says.
 pub fn endpoints_equal(stored: &Endpoints, desired: &Endpoints) -> bool {
-    stored.subsets.clone().unwrap_or_default() == desired.subsets.clone().unwrap_or_default() && stored.metadata.labels.clone().unwrap_or_default() == desired.metadata.labels.clone().unwrap_or_default()
+    stored.subsets.clone().unwrap_or_default() == desired.subsets.clone().unwrap_or_default()
+        && stored.metadata.labels.clone().unwrap_or_default()
+            == desired.metadata.labels.clone().unwrap_or_default()
 }

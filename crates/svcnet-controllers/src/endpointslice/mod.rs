@@ -78,10 +78,10 @@ impl State {
         let mut out = HashSet::new();
         for name in self.services_by_ns.get(&ns).into_iter().flatten() {
             let key = ObjectKey { namespace: ns.clone(), name: name.clone() };
-            if let Some(svc) = self.services.get(&key) {
-                if desired::selects(svc, pod) {
-                    out.insert(key);
-                }
+            if let Some(svc) = self.services.get(&key)
+                && desired::selects(svc, pod)
+            {
+                out.insert(key);
             }
         }
         out
@@ -117,10 +117,10 @@ impl State {
 
     fn remove_pod(&mut self, key: &ObjectKey) -> HashSet<ObjectKey> {
         let Some(old) = self.pods.remove(key) else { return HashSet::new() };
-        if let Some(node) = old.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
-            if let Some(set) = self.pods_by_node.get_mut(node) {
-                set.remove(key);
-            }
+        if let Some(node) = old.spec.as_ref().and_then(|s| s.node_name.as_ref())
+            && let Some(set) = self.pods_by_node.get_mut(node)
+        {
+            set.remove(key);
         }
         if let Some(set) = self.pods_by_ns.get_mut(&key.namespace) {
             set.remove(&key.name);
@@ -152,10 +152,10 @@ impl State {
             return Some(svc);
         }
         let entry = self.slices.entry(svc.clone()).or_default();
-        if let Some(old) = entry.get(&name) {
-            if !not_older(&slice, old) {
-                return Some(svc);
-            }
+        if let Some(old) = entry.get(&name)
+            && !not_older(&slice, old)
+        {
+            return Some(svc);
         }
         entry.insert(name, Arc::new(slice));
         Some(svc)
@@ -203,7 +203,12 @@ pub struct EndpointSliceController {
 
 impl EndpointSliceController {
     pub fn new(client: Client, config: EndpointSliceConfig) -> Arc<Self> {
-        Arc::new(EndpointSliceController { client, config, state: Mutex::new(State::default()), queue: WorkQueue::new() })
+        Arc::new(EndpointSliceController {
+            client,
+            config,
+            state: Mutex::new(State::default()),
+            queue: WorkQueue::new(),
+        })
     }
 
     /// Runs the watches and the workers until cancelled.
@@ -213,26 +218,56 @@ impl EndpointSliceController {
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            watch(Api::<Service>::all(c.client.clone()), watcher::Config::default(), cc, "services", move |ch| this.on_service(ch)).await
+            watch(
+                Api::<Service>::all(c.client.clone()),
+                watcher::Config::default(),
+                cc,
+                "services",
+                move |ch| this.on_service(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            watch(Api::<Pod>::all(c.client.clone()), watcher::Config::default(), cc, "pods", move |ch| this.on_pod(ch)).await
+            watch(
+                Api::<Pod>::all(c.client.clone()),
+                watcher::Config::default(),
+                cc,
+                "pods",
+                move |ch| this.on_pod(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            watch(Api::<Node>::all(c.client.clone()), watcher::Config::default(), cc, "nodes", move |ch| this.on_node(ch)).await
+            watch(
+                Api::<Node>::all(c.client.clone()),
+                watcher::Config::default(),
+                cc,
+                "nodes",
+                move |ch| this.on_node(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            let cfg = watcher::Config::default().labels(desired::LABEL_SERVICE_NAME);
-            watch(Api::<EndpointSlice>::all(c.client.clone()), cfg, cc, "endpointslices", move |ch| this.on_slice(ch)).await
+            // Slices without `kubernetes.io/service-name` are skipped in `put_slice`; no label
+            // selector here, so servers without existence selectors work too.
+            let cfg = watcher::Config::default();
+            watch(
+                Api::<EndpointSlice>::all(c.client.clone()),
+                cfg,
+                cc,
+                "endpointslices",
+                move |ch| this.on_slice(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
@@ -242,7 +277,14 @@ impl EndpointSliceController {
                 return;
             }
             let this = Arc::clone(&c);
-            watch(Api::<Endpoints>::all(c.client.clone()), watcher::Config::default(), cc, "endpoints", move |ch| this.on_endpoints(ch)).await
+            watch(
+                Api::<Endpoints>::all(c.client.clone()),
+                watcher::Config::default(),
+                cc,
+                "endpoints",
+                move |ch| this.on_endpoints(ch),
+            )
+            .await
         });
         for _ in 0..self.config.workers.max(1) {
             let c = Arc::clone(&self);
@@ -261,7 +303,11 @@ impl EndpointSliceController {
             if was || !s.all_synced() {
                 return;
             }
-            info!(services = s.services.len(), pods = s.pods.len(), "endpointslice controller caches synced");
+            info!(
+                services = s.services.len(),
+                pods = s.pods.len(),
+                "endpointslice controller caches synced"
+            );
             let mut keys: HashSet<ObjectKey> = s.services.keys().cloned().collect();
             keys.extend(s.slices.keys().cloned());
             keys.into_iter().collect()
@@ -311,7 +357,8 @@ impl EndpointSliceController {
                 Change::Apply(pod) => s.put_pod(pod),
                 Change::Delete(pod) => s.remove_pod(&ObjectKey::of(&pod)),
                 Change::Resync(all) => {
-                    let mut keys: HashSet<ObjectKey> = s.pod_services.values().flatten().cloned().collect();
+                    let mut keys: HashSet<ObjectKey> =
+                        s.pod_services.values().flatten().cloned().collect();
                     s.pods.clear();
                     s.pods_by_ns.clear();
                     s.pods_by_node.clear();
@@ -336,7 +383,11 @@ impl EndpointSliceController {
                 Change::Apply(node) => {
                     let name = node.metadata.name.clone().unwrap_or_default();
                     let old = s.nodes.insert(name.clone(), node.clone());
-                    if old.as_ref().is_some_and(|o| node_view_equal(o, &node)) { HashSet::new() } else { s.services_on_node(&name) }
+                    if old.as_ref().is_some_and(|o| node_view_equal(o, &node)) {
+                        HashSet::new()
+                    } else {
+                        s.services_on_node(&name)
+                    }
                 }
                 Change::Delete(node) => {
                     let name = node.metadata.name.clone().unwrap_or_default();
@@ -344,7 +395,10 @@ impl EndpointSliceController {
                     s.services_on_node(&name)
                 }
                 Change::Resync(all) => {
-                    s.nodes = all.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect();
+                    s.nodes = all
+                        .into_iter()
+                        .map(|n| (n.metadata.name.clone().unwrap_or_default(), n))
+                        .collect();
                     let keys: HashSet<ObjectKey> = s.services.keys().cloned().collect();
                     drop(s);
                     self.enqueue(keys);
@@ -396,7 +450,8 @@ impl EndpointSliceController {
                     vec![key]
                 }
                 Change::Resync(all) => {
-                    s.endpoints = all.into_iter().map(|e| (ObjectKey::of(&e), Arc::new(e))).collect();
+                    s.endpoints =
+                        all.into_iter().map(|e| (ObjectKey::of(&e), Arc::new(e))).collect();
                     drop(s);
                     self.mark_synced(4);
                     return;
@@ -424,18 +479,49 @@ impl EndpointSliceController {
     /// Computes what the Service needs (under the lock, no I/O).
     fn plan(&self, key: &ObjectKey) -> Plan {
         let mut s = lock(&self.state);
-        let existing: Vec<EndpointSlice> = s.slices.get(key).map(|m| m.values().map(|a| a.as_ref().clone()).collect()).unwrap_or_default();
+        let existing: Vec<EndpointSlice> = s
+            .slices
+            .get(key)
+            .map(|m| m.values().map(|a| a.as_ref().clone()).collect())
+            .unwrap_or_default();
         let Some(svc) = s.services.get(key).cloned() else {
-            let delete = existing.into_iter().filter(|sl| desired::is_managed_slice(sl, &key.name)).collect();
-            let endpoints = if self.config.mirror_endpoints && s.endpoints.contains_key(key) && !s.services.contains_key(key) { Some(EndpointsAction::Delete) } else { None };
+            let delete = existing
+                .into_iter()
+                .filter(|sl| desired::is_managed_slice(sl, &key.name))
+                .collect();
+            let endpoints = if self.config.mirror_endpoints
+                && s.endpoints.contains_key(key)
+                && !s.services.contains_key(key)
+            {
+                Some(EndpointsAction::Delete)
+            } else {
+                None
+            };
             return Plan { changes: SliceChanges { delete, ..Default::default() }, endpoints };
         };
-        let pods: Vec<Arc<Pod>> = s.pods_by_ns.get(&key.namespace).into_iter().flatten().filter_map(|name| s.pods.get(&ObjectKey { namespace: key.namespace.clone(), name: name.clone() }).cloned()).collect();
-        let selected: Vec<&Pod> = pods.iter().map(|p| p.as_ref()).filter(|p| desired::selects(&svc, p)).collect();
+        let pods: Vec<Arc<Pod>> = s
+            .pods_by_ns
+            .get(&key.namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                s.pods
+                    .get(&ObjectKey { namespace: key.namespace.clone(), name: name.clone() })
+                    .cloned()
+            })
+            .collect();
+        let selected: Vec<&Pod> =
+            pods.iter().map(|p| p.as_ref()).filter(|p| desired::selects(&svc, p)).collect();
         for pod in &selected {
             s.pod_services.entry(ObjectKey::of(*pod)).or_default().insert(key.clone());
         }
-        let changes = desired_slices(&svc, &selected, &s.nodes, &existing, self.config.max_endpoints_per_slice);
+        let changes = desired_slices(
+            &svc,
+            &selected,
+            &s.nodes,
+            &existing,
+            self.config.max_endpoints_per_slice,
+        );
         let endpoints = if self.config.mirror_endpoints {
             match (desired_endpoints(&svc, &selected, &s.nodes), s.endpoints.get(key)) {
                 (Some(want), None) => Some(EndpointsAction::Create(want)),
@@ -459,13 +545,26 @@ impl EndpointSliceController {
         if plan.changes.is_empty() && plan.endpoints.is_none() {
             return true;
         }
-        debug!(create = plan.changes.create.len(), update = plan.changes.update.len(), delete = plan.changes.delete.len(), "applying endpointslice changes");
+        debug!(
+            create = plan.changes.create.len(),
+            update = plan.changes.update.len(),
+            delete = plan.changes.delete.len(),
+            "applying endpointslice changes"
+        );
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &key.namespace);
-        let pp = PostParams { field_manager: Some(desired::CONTROLLER_NAME.into()), ..Default::default() };
+        let pp = PostParams {
+            field_manager: Some(desired::CONTROLLER_NAME.into()),
+            ..Default::default()
+        };
         let mut ok = true;
         for slice in plan.changes.delete {
             let name = slice.metadata.name.clone().unwrap_or_default();
-            match api.delete(&name, &DeleteParams::default()).await.map(|_| ()).or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) }) {
+            match api
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+                .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
+            {
                 Ok(()) => {
                     let mut sl = slice;
                     sl.metadata.namespace = Some(key.namespace.clone());
@@ -506,11 +605,13 @@ impl EndpointSliceController {
             let result = match action {
                 EndpointsAction::Create(ep) => api.create(&pp, &ep).await.map(Some),
                 EndpointsAction::Replace(ep) => api.replace(&key.name, &pp, &ep).await.map(Some),
-                EndpointsAction::Delete => match api.delete(&key.name, &DeleteParams::default()).await {
-                    Ok(_) => Ok(None),
-                    Err(e) if is_not_found(&e) => Ok(None),
-                    Err(e) => Err(e),
-                },
+                EndpointsAction::Delete => {
+                    match api.delete(&key.name, &DeleteParams::default()).await {
+                        Ok(_) => Ok(None),
+                        Err(e) if is_not_found(&e) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
             };
             match result {
                 Ok(Some(stored)) => {
@@ -531,6 +632,7 @@ impl EndpointSliceController {
 
 /// Whether two versions of a Node look the same to endpoints (zone label and reachability).
 fn node_view_equal(a: &Node, b: &Node) -> bool {
-    let zone = |n: &Node| n.metadata.labels.as_ref().and_then(|l| l.get(desired::LABEL_ZONE)).cloned();
+    let zone =
+        |n: &Node| n.metadata.labels.as_ref().and_then(|l| l.get(desired::LABEL_ZONE)).cloned();
     zone(a) == zone(b) && desired::node_unreachable(a) == desired::node_unreachable(b)
 }

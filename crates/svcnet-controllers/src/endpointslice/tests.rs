@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Node, NodeCondition, NodeStatus, Pod, PodCondition, PodIP, PodSpec,
+    PodStatus, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -11,12 +14,23 @@ use super::desired::*;
 
 fn service(name: &str) -> Service {
     Service {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), uid: Some("svc-uid".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            uid: Some("svc-uid".into()),
+            ..Default::default()
+        },
         spec: Some(ServiceSpec {
             selector: Some([("app".to_string(), "web".to_string())].into()),
             cluster_ip: Some("10.96.0.10".into()),
             ip_families: Some(vec!["IPv4".into()]),
-            ports: Some(vec![ServicePort { name: Some("http".into()), port: 80, target_port: Some(IntOrString::String("web".into())), protocol: Some("TCP".into()), ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("web".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         status: None,
@@ -34,14 +48,26 @@ fn pod(name: &str, ip: &str, ready: bool, container_port: i32, node: &str) -> Po
         },
         spec: Some(PodSpec {
             node_name: Some(node.into()),
-            containers: vec![Container { name: "c".into(), ports: Some(vec![ContainerPort { name: Some("web".into()), container_port, ..Default::default() }]), ..Default::default() }],
+            containers: vec![Container {
+                name: "c".into(),
+                ports: Some(vec![ContainerPort {
+                    name: Some("web".into()),
+                    container_port,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
         status: Some(PodStatus {
             phase: Some("Running".into()),
             pod_ip: Some(ip.into()),
             pod_ips: Some(vec![PodIP { ip: ip.into() }]),
-            conditions: Some(vec![PodCondition { type_: "Ready".into(), status: if ready { "True" } else { "False" }.into(), ..Default::default() }]),
+            conditions: Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
     }
@@ -49,30 +75,66 @@ fn pod(name: &str, ip: &str, ready: bool, container_port: i32, node: &str) -> Po
 
 fn node(name: &str, zone: &str, ready: &str) -> Node {
     Node {
-        metadata: ObjectMeta { name: Some(name.into()), labels: Some([(LABEL_ZONE.to_string(), zone.to_string())].into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some([(LABEL_ZONE.to_string(), zone.to_string())].into()),
+            ..Default::default()
+        },
         spec: None,
-        status: Some(NodeStatus { conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: ready.into(), ..Default::default() }]), ..Default::default() }),
+        status: Some(NodeStatus {
+            conditions: Some(vec![NodeCondition {
+                type_: "Ready".into(),
+                status: ready.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
     }
 }
 
 fn nodes() -> BTreeMap<String, Node> {
-    [("n1".to_string(), node("n1", "zone-a", "True")), ("n2".to_string(), node("n2", "zone-b", "Unknown"))].into()
+    [
+        ("n1".to_string(), node("n1", "zone-a", "True")),
+        ("n2".to_string(), node("n2", "zone-b", "Unknown")),
+    ]
+    .into()
 }
 
 /// A compact rendering of changes: one line per slice, `op type ports: addr(r/s/t node zone hint)…`.
 fn render(changes: &SliceChanges) -> String {
     let mut out = Vec::new();
-    for (op, slices) in [("create", &changes.create), ("update", &changes.update), ("delete", &changes.delete)] {
+    for (op, slices) in
+        [("create", &changes.create), ("update", &changes.update), ("delete", &changes.delete)]
+    {
         for s in slices {
-            let ports: Vec<String> = s.ports.iter().flatten().map(|p| format!("{}={}", p.name.as_deref().unwrap_or(""), p.port.unwrap_or(0))).collect();
+            let ports: Vec<String> = s
+                .ports
+                .iter()
+                .flatten()
+                .map(|p| format!("{}={}", p.name.as_deref().unwrap_or(""), p.port.unwrap_or(0)))
+                .collect();
             let eps: Vec<String> = s
                 .endpoints
                 .iter()
                 .map(|e| {
                     let c = e.conditions.clone().unwrap_or_default();
                     let b = |v: Option<bool>| if v == Some(true) { "1" } else { "0" };
-                    let hint = e.hints.as_ref().and_then(|h| h.for_zones.as_ref()).map(|z| z.iter().map(|z| z.name.clone()).collect::<Vec<_>>().join("+")).unwrap_or_default();
-                    format!("{}({}{}{} {} {} {})", e.addresses[0], b(c.ready), b(c.serving), b(c.terminating), e.node_name.as_deref().unwrap_or("-"), e.zone.as_deref().unwrap_or("-"), if hint.is_empty() { "-" } else { &hint })
+                    let hint = e
+                        .hints
+                        .as_ref()
+                        .and_then(|h| h.for_zones.as_ref())
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect::<Vec<_>>().join("+"))
+                        .unwrap_or_default();
+                    format!(
+                        "{}({}{}{} {} {} {})",
+                        e.addresses[0],
+                        b(c.ready),
+                        b(c.serving),
+                        b(c.terminating),
+                        e.node_name.as_deref().unwrap_or("-"),
+                        e.zone.as_deref().unwrap_or("-"),
+                        if hint.is_empty() { "-" } else { &hint }
+                    )
                 })
                 .collect();
             out.push(format!("{op} {} [{}]: {}", s.address_type, ports.join(","), eps.join(" ")));
@@ -81,7 +143,13 @@ fn render(changes: &SliceChanges) -> String {
     out.join("\n")
 }
 
-fn check(svc: &Service, pods: &[Pod], existing: &[EndpointSlice], max: usize, expect: &str) -> SliceChanges {
+fn check(
+    svc: &Service,
+    pods: &[Pod],
+    existing: &[EndpointSlice],
+    max: usize,
+    expect: &str,
+) -> SliceChanges {
     let refs: Vec<&Pod> = pods.iter().collect();
     let changes = desired_slices(svc, &refs, &nodes(), existing, max);
     assert_eq!(render(&changes), expect.trim());
@@ -106,7 +174,12 @@ fn basic_conditions_zone_and_unreachable_node() {
     terminating.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
     let changes = check(
         &service("web"),
-        &[pod("p1", "10.0.0.1", true, 8080, "n1"), pod("p2", "10.0.0.2", false, 8080, "n1"), terminating, pod("p4", "10.0.0.4", true, 8080, "n2")],
+        &[
+            pod("p1", "10.0.0.1", true, 8080, "n1"),
+            pod("p2", "10.0.0.2", false, 8080, "n1"),
+            terminating,
+            pod("p4", "10.0.0.4", true, 8080, "n2"),
+        ],
         &[],
         100,
         "create IPv4 [http=8080]: 10.0.0.1(110 n1 zone-a -) 10.0.0.2(000 n1 zone-a -) 10.0.0.3(011 n1 zone-a -) 10.0.0.4(000 n2 zone-b -)",
@@ -136,7 +209,13 @@ fn publish_not_ready_and_prefer_close_hints() {
     let mut svc = service("web");
     svc.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
     svc.spec.as_mut().unwrap().traffic_distribution = Some("PreferClose".into());
-    check(&svc, &[pod("p2", "10.0.0.2", false, 8080, "n1")], &[], 100, "create IPv4 [http=8080]: 10.0.0.2(100 n1 zone-a zone-a)");
+    check(
+        &svc,
+        &[pod("p2", "10.0.0.2", false, 8080, "n1")],
+        &[],
+        100,
+        "create IPv4 [http=8080]: 10.0.0.2(100 n1 zone-a zone-a)",
+    );
 }
 
 #[test]
@@ -144,7 +223,11 @@ fn selectorless_services_are_left_alone() {
     let mut svc = service("web");
     svc.spec.as_mut().unwrap().selector = None;
     let user_slice = EndpointSlice {
-        metadata: ObjectMeta { name: Some("mine".into()), labels: Some([(LABEL_SERVICE_NAME.to_string(), "web".to_string())].into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("mine".into()),
+            labels: Some([(LABEL_SERVICE_NAME.to_string(), "web".to_string())].into()),
+            ..Default::default()
+        },
         address_type: "IPv4".into(),
         endpoints: vec![],
         ports: None,
@@ -154,7 +237,11 @@ fn selectorless_services_are_left_alone() {
 
 #[test]
 fn two_hundred_fifty_pods_make_three_slices_and_one_change_rewrites_one() {
-    let pods: Vec<Pod> = (0..250).map(|i| pod(&format!("p{i:03}"), &format!("10.0.{}.{}", i / 200, i % 200 + 1), true, 8080, "n1")).collect();
+    let pods: Vec<Pod> = (0..250)
+        .map(|i| {
+            pod(&format!("p{i:03}"), &format!("10.0.{}.{}", i / 200, i % 200 + 1), true, 8080, "n1")
+        })
+        .collect();
     let refs: Vec<&Pod> = pods.iter().collect();
     let first = desired_slices(&service("web"), &refs, &nodes(), &[], 100);
     let sizes: Vec<usize> = first.create.iter().map(|s| s.endpoints.len()).collect();
@@ -185,8 +272,15 @@ fn dual_stack_gets_a_slice_per_family() {
     let mut svc = service("web");
     svc.spec.as_mut().unwrap().ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
     let mut p = pod("p1", "10.0.0.1", true, 8080, "n1");
-    p.status.as_mut().unwrap().pod_ips = Some(vec![PodIP { ip: "10.0.0.1".into() }, PodIP { ip: "fd00::1".into() }]);
-    check(&svc, &[p], &[], 100, "create IPv4 [http=8080]: 10.0.0.1(110 n1 zone-a -)\ncreate IPv6 [http=8080]: fd00::1(110 n1 zone-a -)");
+    p.status.as_mut().unwrap().pod_ips =
+        Some(vec![PodIP { ip: "10.0.0.1".into() }, PodIP { ip: "fd00::1".into() }]);
+    check(
+        &svc,
+        &[p],
+        &[],
+        100,
+        "create IPv4 [http=8080]: 10.0.0.1(110 n1 zone-a -)\ncreate IPv6 [http=8080]: fd00::1(110 n1 zone-a -)",
+    );
 }
 
 #[test]

@@ -42,7 +42,8 @@ impl Default for IpamConfig {
     fn default() -> Self {
         IpamConfig {
             service_cluster_ip_ranges: vec![ipnet::IpNet::V4(
-                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12).expect("prefix 12 is valid for IPv4"),
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 12)
+                    .expect("prefix 12 is valid for IPv4"),
             )],
             service_node_port_range: 30000..=32767,
         }
@@ -165,7 +166,8 @@ impl Ipam {
         for cidr in cidrs {
             ranges.push(IpRange::new(*cidr).ok_or(IpamError::RangeTooSmall(*cidr))?);
         }
-        let (lo, hi) = (*config.service_node_port_range.start(), *config.service_node_port_range.end());
+        let (lo, hi) =
+            (*config.service_node_port_range.start(), *config.service_node_port_range.end());
         if lo == 0 || lo > hi {
             return Err(IpamError::BadNodePortRange(lo, hi));
         }
@@ -194,7 +196,11 @@ impl Ipam {
 
     /// Everything taken in memory, sorted.
     pub fn allocated(&self) -> Vec<Allocation> {
-        self.ips.iter().map(|ip| Allocation::ClusterIp(*ip)).chain(self.ports.iter().map(|p| Allocation::NodePort(*p))).collect()
+        self.ips
+            .iter()
+            .map(|ip| Allocation::ClusterIp(*ip))
+            .chain(self.ports.iter().map(|p| Allocation::NodePort(*p)))
+            .collect()
     }
 
     /// Marks an allocation taken (used when loading stored reservations). Addresses outside the
@@ -255,7 +261,11 @@ impl Ipam {
         }
     }
 
-    fn allocate_create_inner(&mut self, svc: &mut Service, txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn allocate_create_inner(
+        &mut self,
+        svc: &mut Service,
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         let is_kubernetes = is_kubernetes_service(svc);
         let spec = spec_mut(svc);
         sync_cluster_ip_fields(spec);
@@ -279,7 +289,11 @@ impl Ipam {
     /// Fills and reserves what an updated Service newly needs, and lists what it gives up (freed
     /// on `commit`). Also restores allocated values a PUT left out and drops values the new type no
     /// longer uses, as kube-apiserver's `patchAllocatedValues` and `dropTypeDependentFields` do.
-    pub fn allocate_update(&mut self, old: &Service, new: &mut Service) -> Result<Reservation, Vec<FieldError>> {
+    pub fn allocate_update(
+        &mut self,
+        old: &Service,
+        new: &mut Service,
+    ) -> Result<Reservation, Vec<FieldError>> {
         let mut txn = Reservation::default();
         match self.allocate_update_inner(old, new, &mut txn) {
             Ok(()) => Ok(txn),
@@ -290,7 +304,12 @@ impl Ipam {
         }
     }
 
-    fn allocate_update_inner(&mut self, old: &Service, new: &mut Service, txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn allocate_update_inner(
+        &mut self,
+        old: &Service,
+        new: &mut Service,
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         let is_kubernetes = is_kubernetes_service(new);
         let empty = ServiceSpec::default();
         let old_spec = old.spec.as_ref().unwrap_or(&empty);
@@ -302,7 +321,9 @@ impl Ipam {
         // Cluster IPs.
         let old_type = svc_type(old_spec);
         let new_type = svc_type(spec).to_string();
-        let old_headless = old_spec.cluster_ips.as_ref().and_then(|ips| ips.first()).map(String::as_str) == Some(NONE);
+        let old_headless =
+            old_spec.cluster_ips.as_ref().and_then(|ips| ips.first()).map(String::as_str)
+                == Some(NONE);
         if new_type != "ExternalName" {
             self.init_ip_family_fields(spec, Some(old_spec))?;
         }
@@ -327,7 +348,12 @@ impl Ipam {
                 self.alloc_cluster_ips(ips, &families, 1, is_kubernetes, txn)?;
             } else if old_families == 2 && families.len() == 1 {
                 // Case D: downgrade; release the secondary.
-                if let Some(ip) = old_spec.cluster_ips.as_ref().and_then(|ips| ips.get(1)).and_then(|ip| ip.parse().ok()) {
+                if let Some(ip) = old_spec
+                    .cluster_ips
+                    .as_ref()
+                    .and_then(|ips| ips.get(1))
+                    .and_then(|ip| ip.parse().ok())
+                {
                     txn.release.push(Allocation::ClusterIp(ip));
                 }
             }
@@ -357,7 +383,11 @@ impl Ipam {
             if old_hc != new_hc {
                 // Validation forbids changing it; if it changed anyway, keep the books straight.
                 match new_hc {
-                    Some(port) => self.take_node_port(port, FieldPath::new("spec").child("healthCheckNodePort"), txn)?,
+                    Some(port) => self.take_node_port(
+                        port,
+                        FieldPath::new("spec").child("healthCheckNodePort"),
+                        txn,
+                    )?,
                     None => self.alloc_health_check_node_port(spec, txn)?,
                 }
                 if let Some(port) = old_hc {
@@ -388,11 +418,20 @@ impl Ipam {
         self.ports.clear();
 
         let mut sorted: Vec<&Service> = services.iter().collect();
-        sorted.sort_by_key(|svc| (svc.metadata.namespace.clone().unwrap_or_default(), svc.metadata.name.clone().unwrap_or_default()));
+        sorted.sort_by_key(|svc| {
+            (
+                svc.metadata.namespace.clone().unwrap_or_default(),
+                svc.metadata.name.clone().unwrap_or_default(),
+            )
+        });
         let mut owners: BTreeMap<Allocation, String> = BTreeMap::new();
         for svc in sorted {
             let owner = owner_of(svc);
-            let name = format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or(""), svc.metadata.name.as_deref().unwrap_or(""));
+            let name = format!(
+                "{}/{}",
+                svc.metadata.namespace.as_deref().unwrap_or(""),
+                svc.metadata.name.as_deref().unwrap_or("")
+            );
             for a in allocations_of(svc) {
                 let in_range = match &a {
                     Allocation::ClusterIp(ip) => self.range_of(*ip).is_some(),
@@ -444,13 +483,18 @@ impl Ipam {
 
     /// kube-apiserver's `initIPFamilyFields`: defaults `ipFamilyPolicy` and `ipFamilies` and checks
     /// them against the cluster's ranges.
-    fn init_ip_family_fields(&self, spec: &mut ServiceSpec, old: Option<&ServiceSpec>) -> Result<(), Vec<FieldError>> {
-        if let Some(old) = old {
-            if is_matching_prefer_dual_stack(spec, old) {
-                return Ok(());
-            }
+    fn init_ip_family_fields(
+        &self,
+        spec: &mut ServiceSpec,
+        old: Option<&ServiceSpec>,
+    ) -> Result<(), Vec<FieldError>> {
+        if let Some(old) = old
+            && is_matching_prefer_dual_stack(spec, old)
+        {
+            return Ok(());
         }
-        let headless = spec.cluster_ips.as_ref().and_then(|ips| ips.first()).map(String::as_str) == Some(NONE);
+        let headless =
+            spec.cluster_ips.as_ref().and_then(|ips| ips.first()).map(String::as_str) == Some(NONE);
         let selectorless = spec.selector.as_ref().is_none_or(|s| s.is_empty());
         if spec.ip_family_policy.is_none() {
             spec.ip_family_policy = Some(match old.and_then(|o| o.ip_family_policy.clone()) {
@@ -463,7 +507,11 @@ impl Ipam {
         let policy_value = format!("{policy:?}");
         let policy_path = FieldPath::new("spec").child("ipFamilyPolicy");
         if ![SINGLE_STACK, PREFER_DUAL_STACK, REQUIRE_DUAL_STACK].contains(&policy.as_str()) {
-            return Err(vec![FieldError::not_supported(policy_path, policy_value, &[PREFER_DUAL_STACK, REQUIRE_DUAL_STACK, SINGLE_STACK])]);
+            return Err(vec![FieldError::not_supported(
+                policy_path,
+                policy_value,
+                &[PREFER_DUAL_STACK, REQUIRE_DUAL_STACK, SINGLE_STACK],
+            )]);
         }
         let mut errors = Vec::new();
         let mut families = spec.ip_families.clone().unwrap_or_default();
@@ -481,10 +529,18 @@ impl Ipam {
                 }
             } else {
                 if !ips.is_empty() && ips.len() < old_ips.len() {
-                    errors.push(FieldError::invalid(policy_path.clone(), &policy_value, "must be 'SingleStack' to release the secondary cluster IP"));
+                    errors.push(FieldError::invalid(
+                        policy_path.clone(),
+                        &policy_value,
+                        "must be 'SingleStack' to release the secondary cluster IP",
+                    ));
                 }
                 if !families.is_empty() && families.len() < old_families.len() {
-                    errors.push(FieldError::invalid(policy_path.clone(), &policy_value, "must be 'SingleStack' to release the secondary IP family"));
+                    errors.push(FieldError::invalid(
+                        policy_path.clone(),
+                        &policy_value,
+                        "must be 'SingleStack' to release the secondary IP family",
+                    ));
                 }
             }
         }
@@ -498,17 +554,29 @@ impl Ipam {
         }
         for family in &families {
             if family != IPV4 && family != IPV6 {
-                errors.push(FieldError::not_supported(FieldPath::new("spec").child("ipFamilies"), format!("{family:?}"), &[IPV4, IPV6]));
+                errors.push(FieldError::not_supported(
+                    FieldPath::new("spec").child("ipFamilies"),
+                    format!("{family:?}"),
+                    &[IPV4, IPV6],
+                ));
             }
         }
         if families.len() > 2 || (families.len() == 2 && families[0] == families[1]) {
-            errors.push(FieldError::invalid(FieldPath::new("spec").child("ipFamilies"), render_list(&families), "must contain at most one entry per IP family"));
+            errors.push(FieldError::invalid(
+                FieldPath::new("spec").child("ipFamilies"),
+                render_list(&families),
+                "must contain at most one entry per IP family",
+            ));
         }
         let ips_path = FieldPath::new("spec").child("clusterIPs");
         for (i, ip) in ips.iter().enumerate() {
             if ip == NONE || ip.is_empty() {
                 if ip == NONE && i > 0 {
-                    errors.push(FieldError::invalid(ips_path.index(i), render_list(&ips), "must be empty when the first value is 'None'"));
+                    errors.push(FieldError::invalid(
+                        ips_path.index(i),
+                        render_list(&ips),
+                        "must be empty when the first value is 'None'",
+                    ));
                 }
                 if ip == NONE {
                     break;
@@ -516,30 +584,46 @@ impl Ipam {
                 continue;
             }
             let Ok(addr) = ip.parse::<IpAddr>() else {
-                errors.push(FieldError::invalid(ips_path.index(i), render_list(&ips), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+                errors.push(FieldError::invalid(
+                    ips_path.index(i),
+                    render_list(&ips),
+                    "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                ));
                 continue;
             };
             let family = family_of(addr);
             match families.get(i) {
                 Some(f) if f != family => {
-                    errors.push(FieldError::invalid(ips_path.index(i), render_list(&ips), format!("expected an {f} value as indicated by `ipFamilies[{i}]`")));
+                    errors.push(FieldError::invalid(
+                        ips_path.index(i),
+                        render_list(&ips),
+                        format!("expected an {f} value as indicated by `ipFamilies[{i}]`"),
+                    ));
                 }
                 Some(_) => {}
                 None => {
                     if self.range_of_family(family).is_none() {
-                        errors.push(FieldError::invalid(ips_path.index(i), render_list(&ips), format!("{family} is not configured on this cluster")));
+                        errors.push(FieldError::invalid(
+                            ips_path.index(i),
+                            render_list(&ips),
+                            format!("{family} is not configured on this cluster"),
+                        ));
                     } else {
                         families.push(family.to_string());
                     }
                 }
             }
         }
-        if ips.len() == 2 && ips[0] != NONE {
-            if let (Ok(a), Ok(b)) = (ips[0].parse::<IpAddr>(), ips[1].parse::<IpAddr>()) {
-                if family_of(a) == family_of(b) {
-                    errors.push(FieldError::invalid(ips_path.clone(), render_list(&ips), "may specify no more than one IP for each IP family"));
-                }
-            }
+        if ips.len() == 2
+            && ips[0] != NONE
+            && let (Ok(a), Ok(b)) = (ips[0].parse::<IpAddr>(), ips[1].parse::<IpAddr>())
+            && family_of(a) == family_of(b)
+        {
+            errors.push(FieldError::invalid(
+                ips_path.clone(),
+                render_list(&ips),
+                "may specify no more than one IP for each IP family",
+            ));
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -558,11 +642,19 @@ impl Ipam {
             return Ok(());
         }
         if policy == REQUIRE_DUAL_STACK && self.ranges.len() < 2 {
-            errors.push(FieldError::invalid(policy_path, &policy_value, "this cluster is not configured for dual-stack services"));
+            errors.push(FieldError::invalid(
+                policy_path,
+                &policy_value,
+                "this cluster is not configured for dual-stack services",
+            ));
         }
         for (i, family) in families.iter().enumerate() {
             if self.range_of_family(family).is_none() {
-                errors.push(FieldError::invalid(FieldPath::new("spec").child("ipFamilies").index(i), format!("{family:?}"), "not configured on this cluster"));
+                errors.push(FieldError::invalid(
+                    FieldPath::new("spec").child("ipFamilies").index(i),
+                    format!("{family:?}"),
+                    "not configured on this cluster",
+                ));
             }
         }
         if !errors.is_empty() {
@@ -580,14 +672,25 @@ impl Ipam {
     }
 
     /// Allocates `ips[from..]` per family (`""` or a missing entry means "any free address").
-    fn alloc_cluster_ips(&mut self, ips: &mut Vec<String>, families: &[String], from: usize, is_kubernetes: bool, txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn alloc_cluster_ips(
+        &mut self,
+        ips: &mut Vec<String>,
+        families: &[String],
+        from: usize,
+        is_kubernetes: bool,
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         while ips.len() < families.len() {
             ips.push(String::new());
         }
         let requested_list = render_list(ips);
         for i in from..families.len() {
             let Some(range_idx) = self.range_of_family(&families[i]) else {
-                return Err(vec![FieldError::invalid(FieldPath::new("spec").child("ipFamilies").index(i), format!("{:?}", families[i]), "not configured on this cluster")]);
+                return Err(vec![FieldError::invalid(
+                    FieldPath::new("spec").child("ipFamilies").index(i),
+                    format!("{:?}", families[i]),
+                    "not configured on this cluster",
+                )]);
             };
             if ips[i].is_empty() {
                 match self.next_free_ip(range_idx) {
@@ -606,8 +709,16 @@ impl Ipam {
                     }
                 }
             } else {
-                let fail = |detail: String| vec![FieldError::invalid(FieldPath::new("spec").child("clusterIPs"), &requested_list, detail)];
-                let ip: IpAddr = ips[i].parse().map_err(|_| fail(format!("failed to parse service IP {:?}", ips[i])))?;
+                let fail = |detail: String| {
+                    vec![FieldError::invalid(
+                        FieldPath::new("spec").child("clusterIPs"),
+                        &requested_list,
+                        detail,
+                    )]
+                };
+                let ip: IpAddr = ips[i]
+                    .parse()
+                    .map_err(|_| fail(format!("failed to parse service IP {:?}", ips[i])))?;
                 let range = &self.ranges[range_idx];
                 if !range.contains(ip) {
                     return Err(fail(format!(
@@ -617,7 +728,9 @@ impl Ipam {
                 }
                 let reserved = range_idx == 0 && ip == self.ranges[0].first() && !is_kubernetes;
                 if reserved || self.ips.contains(&ip) {
-                    return Err(fail(format!("failed to allocate IP {ip}: provided IP is already allocated")));
+                    return Err(fail(format!(
+                        "failed to allocate IP {ip}: provided IP is already allocated"
+                    )));
                 }
                 self.ips.insert(ip);
                 txn.allocate.push(Allocation::ClusterIp(ip));
@@ -657,16 +770,29 @@ impl Ipam {
         None
     }
 
-    fn take_node_port(&mut self, port: u16, path: FieldPath, txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn take_node_port(
+        &mut self,
+        port: u16,
+        path: FieldPath,
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         if !self.node_ports.contains(&port) {
             return Err(vec![FieldError::invalid(
                 path,
                 port,
-                format!("provided port is not in the valid range. The range of valid ports is {}-{}", self.node_ports.start(), self.node_ports.end()),
+                format!(
+                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                    self.node_ports.start(),
+                    self.node_ports.end()
+                ),
             )]);
         }
         if self.ports.contains(&port) {
-            return Err(vec![FieldError::invalid(path, port, "provided port is already allocated")]);
+            return Err(vec![FieldError::invalid(
+                path,
+                port,
+                "provided port is already allocated",
+            )]);
         }
         self.ports.insert(port);
         txn.allocate.push(Allocation::NodePort(port));
@@ -695,27 +821,41 @@ impl Ipam {
         None
     }
 
-    fn alloc_any_node_port(&mut self, path: FieldPath, txn: &mut Reservation) -> Result<u16, Vec<FieldError>> {
+    fn alloc_any_node_port(
+        &mut self,
+        path: FieldPath,
+        txn: &mut Reservation,
+    ) -> Result<u16, Vec<FieldError>> {
         match self.next_free_port() {
             Some(port) => {
                 self.ports.insert(port);
                 txn.allocate.push(Allocation::NodePort(port));
                 Ok(port)
             }
-            None => Err(vec![FieldError { kind: FieldErrorKind::Internal, field: path, value: None, detail: "failed to allocate a nodePort: range is full".to_string() }]),
+            None => Err(vec![FieldError {
+                kind: FieldErrorKind::Internal,
+                field: path,
+                value: None,
+                detail: "failed to allocate a nodePort: range is full".to_string(),
+            }]),
         }
     }
 
     /// kube-apiserver's `initNodePorts`: one node port per service port number, so TCP and UDP
     /// of one port share it.
-    fn alloc_node_ports_create(&mut self, spec: &mut ServiceSpec, txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn alloc_node_ports_create(
+        &mut self,
+        spec: &mut ServiceSpec,
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         if !needs_node_port(spec) {
             return Ok(());
         }
         let allocate_new = should_allocate_node_ports(spec);
         let mut by_port: BTreeMap<i32, u16> = BTreeMap::new();
         let mut taken_here: BTreeSet<u16> = BTreeSet::new();
-        let requested: Vec<(i32, Option<u16>)> = spec.ports.iter().flatten().map(|p| (p.port, p.node_port.and_then(port_u16))).collect();
+        let requested: Vec<(i32, Option<u16>)> =
+            spec.ports.iter().flatten().map(|p| (p.port, p.node_port.and_then(port_u16))).collect();
         let ports = spec.ports.get_or_insert_with(Vec::new);
         for (i, service_port) in ports.iter_mut().enumerate() {
             let path = FieldPath::new("spec").child("ports").index(i).child("nodePort");
@@ -725,7 +865,12 @@ impl Ipam {
             }
             match by_port.get(&service_port.port).copied() {
                 None => {
-                    let np = mine.or_else(|| requested.iter().find(|(p, np)| *p == service_port.port && np.is_some()).and_then(|(_, np)| *np));
+                    let np = mine.or_else(|| {
+                        requested
+                            .iter()
+                            .find(|(p, np)| *p == service_port.port && np.is_some())
+                            .and_then(|(_, np)| *np)
+                    });
                     let np = match np {
                         Some(np) => {
                             if !taken_here.contains(&np) {
@@ -753,7 +898,12 @@ impl Ipam {
     }
 
     /// kube-apiserver's `updateNodePorts`.
-    fn update_node_ports(&mut self, spec: &mut ServiceSpec, old_ports: &[u16], txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn update_node_ports(
+        &mut self,
+        spec: &mut ServiceSpec,
+        old_ports: &[u16],
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         let allocate_new = should_allocate_node_ports(spec);
         let mut taken_here: BTreeSet<u16> = BTreeSet::new();
         let mut by_port: BTreeMap<i32, u16> = BTreeMap::new();
@@ -789,13 +939,21 @@ impl Ipam {
         Ok(())
     }
 
-    fn alloc_health_check_node_port(&mut self, spec: &mut ServiceSpec, txn: &mut Reservation) -> Result<(), Vec<FieldError>> {
+    fn alloc_health_check_node_port(
+        &mut self,
+        spec: &mut ServiceSpec,
+        txn: &mut Reservation,
+    ) -> Result<(), Vec<FieldError>> {
         let path = FieldPath::new("spec").child("healthCheckNodePort");
         match spec.health_check_node_port.and_then(port_u16) {
             Some(port) => {
                 // The Service's own node ports may not double as its health check port.
                 if node_port_numbers(spec).contains(&port) {
-                    return Err(vec![FieldError::invalid(path, port, "provided port is already allocated")]);
+                    return Err(vec![FieldError::invalid(
+                        path,
+                        port,
+                        "provided port is already allocated",
+                    )]);
                 }
                 self.take_node_port(port, path, txn)
             }
@@ -828,7 +986,11 @@ pub fn allocations_of(svc: &Service) -> Vec<Allocation> {
 pub fn owner_of(svc: &Service) -> String {
     match svc.metadata.uid.as_deref() {
         Some(uid) if !uid.is_empty() => uid.to_string(),
-        _ => format!("{}/{}", svc.metadata.namespace.as_deref().unwrap_or(""), svc.metadata.name.as_deref().unwrap_or("")),
+        _ => format!(
+            "{}/{}",
+            svc.metadata.namespace.as_deref().unwrap_or(""),
+            svc.metadata.name.as_deref().unwrap_or("")
+        ),
     }
 }
 
@@ -844,7 +1006,8 @@ fn cluster_ip_allocations(spec: &ServiceSpec) -> Vec<Allocation> {
 }
 
 fn node_port_numbers(spec: &ServiceSpec) -> Vec<u16> {
-    let mut out: Vec<u16> = spec.ports.iter().flatten().filter_map(|p| p.node_port.and_then(port_u16)).collect();
+    let mut out: Vec<u16> =
+        spec.ports.iter().flatten().filter_map(|p| p.node_port.and_then(port_u16)).collect();
     out.sort_unstable();
     out.dedup();
     out
@@ -863,7 +1026,8 @@ fn svc_type(spec: &ServiceSpec) -> &str {
 }
 
 fn is_kubernetes_service(svc: &Service) -> bool {
-    svc.metadata.namespace.as_deref() == Some("default") && svc.metadata.name.as_deref() == Some("kubernetes")
+    svc.metadata.namespace.as_deref() == Some("default")
+        && svc.metadata.name.as_deref() == Some("kubernetes")
 }
 
 fn needs_node_port(spec: &ServiceSpec) -> bool {
@@ -889,7 +1053,9 @@ fn sync_cluster_ip_fields(spec: &mut ServiceSpec) {
     let ips_empty = spec.cluster_ips.as_ref().is_none_or(|ips| ips.is_empty());
     match (ip, ips_empty) {
         (Some(ip), true) => spec.cluster_ips = Some(vec![ip]),
-        (None, false) => spec.cluster_ip = spec.cluster_ips.as_ref().and_then(|ips| ips.first().cloned()),
+        (None, false) => {
+            spec.cluster_ip = spec.cluster_ips.as_ref().and_then(|ips| ips.first().cloned())
+        }
         _ => {}
     }
 }
@@ -901,7 +1067,9 @@ fn patch_allocated_values(spec: &mut ServiceSpec, old: &ServiceSpec) {
         if spec.cluster_ip.as_deref().unwrap_or("").is_empty() {
             spec.cluster_ip = old.cluster_ip.clone();
         }
-        if spec.cluster_ips.as_ref().is_none_or(|ips| ips.is_empty()) && old.cluster_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
+        if spec.cluster_ips.as_ref().is_none_or(|ips| ips.is_empty())
+            && old.cluster_ips.as_ref().is_some_and(|ips| !ips.is_empty())
+        {
             spec.cluster_ips = old.cluster_ips.clone();
         }
     }
@@ -909,18 +1077,26 @@ fn patch_allocated_values(spec: &mut ServiceSpec, old: &ServiceSpec) {
         let used_old: BTreeSet<u16> = node_port_numbers(old).into_iter().collect();
         let used_new: BTreeSet<u16> = node_port_numbers(spec).into_iter().collect();
         let used: BTreeSet<u16> = used_old.intersection(&used_new).copied().collect();
-        let by_name: BTreeMap<String, i32> = old.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.node_port.unwrap_or(0))).collect();
+        let by_name: BTreeMap<String, i32> = old
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone().unwrap_or_default(), p.node_port.unwrap_or(0)))
+            .collect();
         for p in spec.ports.iter_mut().flatten() {
-            if p.node_port.unwrap_or(0) == 0 {
-                if let Some(np) = by_name.get(p.name.as_deref().unwrap_or("")).copied().and_then(port_u16) {
-                    if !used.contains(&np) {
-                        p.node_port = Some(i32::from(np));
-                    }
-                }
+            if p.node_port.unwrap_or(0) == 0
+                && let Some(np) =
+                    by_name.get(p.name.as_deref().unwrap_or("")).copied().and_then(port_u16)
+                && !used.contains(&np)
+            {
+                p.node_port = Some(i32::from(np));
             }
         }
     }
-    if needs_health_check(old) && needs_health_check(spec) && spec.health_check_node_port.unwrap_or(0) == 0 {
+    if needs_health_check(old)
+        && needs_health_check(spec)
+        && spec.health_check_node_port.unwrap_or(0) == 0
+    {
         spec.health_check_node_port = old.health_check_node_port;
     }
 }
@@ -929,7 +1105,9 @@ fn patch_allocated_values(spec: &mut ServiceSpec, old: &ServiceSpec) {
 /// the user left them as they were.
 fn drop_type_dependent_fields(spec: &mut ServiceSpec, old: &ServiceSpec) {
     if svc_type(old) != "ExternalName" && svc_type(spec) == "ExternalName" {
-        if spec.cluster_ips == old.cluster_ips || spec.cluster_ips.as_ref().is_some_and(|ips| ips.is_empty()) {
+        if spec.cluster_ips == old.cluster_ips
+            || spec.cluster_ips.as_ref().is_some_and(|ips| ips.is_empty())
+        {
             spec.cluster_ip = None;
             spec.cluster_ips = None;
         }
@@ -940,31 +1118,44 @@ fn drop_type_dependent_fields(spec: &mut ServiceSpec, old: &ServiceSpec) {
             spec.ip_family_policy = None;
         }
     }
-    if needs_node_port(old) && !needs_node_port(spec) && node_port_numbers(spec) == node_port_numbers(old) {
+    if needs_node_port(old)
+        && !needs_node_port(spec)
+        && node_port_numbers(spec) == node_port_numbers(old)
+    {
         for p in spec.ports.iter_mut().flatten() {
             p.node_port = None;
         }
     }
-    if needs_health_check(old) && !needs_health_check(spec) && spec.health_check_node_port == old.health_check_node_port {
+    if needs_health_check(old)
+        && !needs_health_check(spec)
+        && spec.health_check_node_port == old.health_check_node_port
+    {
         spec.health_check_node_port = None;
     }
-    if svc_type(spec) != "LoadBalancer" && spec.allocate_load_balancer_node_ports == old.allocate_load_balancer_node_ports {
+    if svc_type(spec) != "LoadBalancer"
+        && spec.allocate_load_balancer_node_ports == old.allocate_load_balancer_node_ports
+    {
         spec.allocate_load_balancer_node_ports = None;
     }
 }
 
 fn is_matching_prefer_dual_stack(spec: &ServiceSpec, old: &ServiceSpec) -> bool {
-    if spec.ip_family_policy.is_none() || svc_type(old) != svc_type(spec) || !matches!(svc_type(spec), "ClusterIP" | "NodePort" | "LoadBalancer") {
+    if spec.ip_family_policy.is_none()
+        || svc_type(old) != svc_type(spec)
+        || !matches!(svc_type(spec), "ClusterIP" | "NodePort" | "LoadBalancer")
+    {
         return false;
     }
     if spec.ip_family_policy.as_deref() != Some(PREFER_DUAL_STACK) {
         return false;
     }
-    if old.ip_family_policy.is_some() && old.ip_family_policy.as_deref() != Some(PREFER_DUAL_STACK) {
+    if old.ip_family_policy.is_some() && old.ip_family_policy.as_deref() != Some(PREFER_DUAL_STACK)
+    {
         return false;
     }
     spec.cluster_ips.clone().unwrap_or_default() == old.cluster_ips.clone().unwrap_or_default()
-        && spec.ip_families.clone().unwrap_or_default() == old.ip_families.clone().unwrap_or_default()
+        && spec.ip_families.clone().unwrap_or_default()
+            == old.ip_families.clone().unwrap_or_default()
 }
 
 fn family_of(ip: IpAddr) -> &'static str {

@@ -33,7 +33,12 @@ impl IpRange {
         if size == 0 {
             return None;
         }
-        Some(IpRange { net, base: base + 1, size, static_size: ip_static_band_size(cidr_size).min(size) })
+        Some(IpRange {
+            net,
+            base: base + 1,
+            size,
+            static_size: ip_static_band_size(cidr_size).min(size),
+        })
     }
 
     pub fn net(&self) -> ipnet::IpNet {

@@ -9,17 +9,32 @@ fn net(s: &str) -> ipnet::IpNet {
 }
 
 fn ipam(cidrs: &[&str]) -> Ipam {
-    Ipam::with_seed(IpamConfig { service_cluster_ip_ranges: cidrs.iter().map(|c| net(c)).collect(), service_node_port_range: 30000..=32767 }, 7)
-        .expect("valid config")
+    Ipam::with_seed(
+        IpamConfig {
+            service_cluster_ip_ranges: cidrs.iter().map(|c| net(c)).collect(),
+            service_node_port_range: 30000..=32767,
+        },
+        7,
+    )
+    .expect("valid config")
 }
 
 fn svc(name: &str, type_: &str) -> Service {
     Service {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some("ns".into()), uid: Some(format!("uid-{name}")), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("ns".into()),
+            uid: Some(format!("uid-{name}")),
+            ..Default::default()
+        },
         spec: Some(ServiceSpec {
             type_: Some(type_.into()),
             selector: Some([("app".to_string(), name.to_string())].into()),
-            ports: Some(vec![ServicePort { port: 80, protocol: Some("TCP".into()), ..Default::default() }]),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         status: None,
@@ -36,7 +51,11 @@ fn errors_text(errors: &[FieldError]) -> Vec<String> {
 
 #[test]
 fn key_round_trip() {
-    for a in [Allocation::ClusterIp("10.96.0.1".parse().unwrap()), Allocation::ClusterIp("fd00::a".parse().unwrap()), Allocation::NodePort(30080)] {
+    for a in [
+        Allocation::ClusterIp("10.96.0.1".parse().unwrap()),
+        Allocation::ClusterIp("fd00::a".parse().unwrap()),
+        Allocation::NodePort(30080),
+    ] {
         assert_eq!(Allocation::parse_key(&a.key()), Some(a.clone()));
     }
     assert_eq!(Allocation::ClusterIp("10.96.0.1".parse().unwrap()).key(), "clusterips/10.96.0.1");
@@ -71,14 +90,21 @@ fn requested_ip_taken_gives_kubernetes_error() {
     let mut b = svc("b", "ClusterIP");
     b.spec.as_mut().unwrap().cluster_ip = Some("10.96.0.5".into());
     let err = ipam.allocate_create(&mut b).unwrap_err();
-    assert_eq!(errors_text(&err), vec![r#"spec.clusterIPs: Invalid value: []string{"10.96.0.5"}: failed to allocate IP 10.96.0.5: provided IP is already allocated"#]);
+    assert_eq!(
+        errors_text(&err),
+        vec![
+            r#"spec.clusterIPs: Invalid value: []string{"10.96.0.5"}: failed to allocate IP 10.96.0.5: provided IP is already allocated"#
+        ]
+    );
 
     let mut c = svc("c", "ClusterIP");
     c.spec.as_mut().unwrap().cluster_ip = Some("10.0.0.5".into());
     let err = ipam.allocate_create(&mut c).unwrap_err();
     assert_eq!(
         errors_text(&err),
-        vec![r#"spec.clusterIPs: Invalid value: []string{"10.0.0.5"}: failed to allocate IP 10.0.0.5: the provided IP (10.0.0.5) is not in the valid range. The range of valid IPs is 10.96.0.0/12"#]
+        vec![
+            r#"spec.clusterIPs: Invalid value: []string{"10.0.0.5"}: failed to allocate IP 10.0.0.5: the provided IP (10.0.0.5) is not in the valid range. The range of valid IPs is 10.96.0.0/12"#
+        ]
     );
 }
 
@@ -101,7 +127,12 @@ fn first_address_is_for_default_kubernetes_only() {
         match tiny.allocate_create(&mut s) {
             Ok(_) => assert_ne!(spec(&s).cluster_ip.as_deref(), Some("10.0.0.1")),
             Err(e) => {
-                assert_eq!(errors_text(&e), vec!["spec.clusterIPs: Internal error: failed to allocate a serviceIP: range is full"]);
+                assert_eq!(
+                    errors_text(&e),
+                    vec![
+                        "spec.clusterIPs: Internal error: failed to allocate a serviceIP: range is full"
+                    ]
+                );
                 break;
             }
         }
@@ -135,7 +166,12 @@ fn dual_stack_policies() {
     let mut s = svc("a", "ClusterIP");
     s.spec.as_mut().unwrap().ip_family_policy = Some("RequireDualStack".into());
     let err = single.allocate_create(&mut s).unwrap_err();
-    assert_eq!(errors_text(&err), vec![r#"spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services"#]);
+    assert_eq!(
+        errors_text(&err),
+        vec![
+            r#"spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services"#
+        ]
+    );
     let mut s = svc("a", "ClusterIP");
     s.spec.as_mut().unwrap().ip_family_policy = Some("PreferDualStack".into());
     single.allocate_create(&mut s).unwrap();
@@ -146,9 +182,14 @@ fn dual_stack_policies() {
     s.spec.as_mut().unwrap().ip_family_policy = Some("PreferDualStack".into());
     let r = dual.allocate_create(&mut s).unwrap();
     assert_eq!(r.allocate.len(), 2);
-    assert_eq!(spec(&s).ip_families.as_deref(), Some(&["IPv4".to_string(), "IPv6".to_string()][..]));
+    assert_eq!(
+        spec(&s).ip_families.as_deref(),
+        Some(&["IPv4".to_string(), "IPv6".to_string()][..])
+    );
     let ips = spec(&s).cluster_ips.clone().unwrap();
-    assert!(ips[0].parse::<IpAddr>().unwrap().is_ipv4() && ips[1].parse::<IpAddr>().unwrap().is_ipv6());
+    assert!(
+        ips[0].parse::<IpAddr>().unwrap().is_ipv4() && ips[1].parse::<IpAddr>().unwrap().is_ipv6()
+    );
 
     let mut s6 = svc("c", "ClusterIP");
     s6.spec.as_mut().unwrap().ip_families = Some(vec!["IPv6".into()]);
@@ -179,12 +220,29 @@ fn node_ports() {
     let mut ipam = ipam(&["10.96.0.0/12"]);
     let mut a = svc("a", "NodePort");
     a.spec.as_mut().unwrap().ports = Some(vec![
-        ServicePort { name: Some("dns".into()), port: 53, protocol: Some("TCP".into()), node_port: Some(30053), ..Default::default() },
-        ServicePort { name: Some("dns-udp".into()), port: 53, protocol: Some("UDP".into()), ..Default::default() },
-        ServicePort { name: Some("http".into()), port: 80, protocol: Some("TCP".into()), ..Default::default() },
+        ServicePort {
+            name: Some("dns".into()),
+            port: 53,
+            protocol: Some("TCP".into()),
+            node_port: Some(30053),
+            ..Default::default()
+        },
+        ServicePort {
+            name: Some("dns-udp".into()),
+            port: 53,
+            protocol: Some("UDP".into()),
+            ..Default::default()
+        },
+        ServicePort {
+            name: Some("http".into()),
+            port: 80,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        },
     ]);
     let r = ipam.allocate_create(&mut a).unwrap();
-    let ports: Vec<i32> = spec(&a).ports.as_ref().unwrap().iter().map(|p| p.node_port.unwrap()).collect();
+    let ports: Vec<i32> =
+        spec(&a).ports.as_ref().unwrap().iter().map(|p| p.node_port.unwrap()).collect();
     assert_eq!(ports[0], 30053);
     assert_eq!(ports[1], 30053, "TCP and UDP of one port share the node port");
     assert!(ports[2] >= 30000 + 86, "dynamic ports come from the upper band");
@@ -193,12 +251,17 @@ fn node_ports() {
     let mut b = svc("b", "NodePort");
     b.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30053);
     let err = ipam.allocate_create(&mut b).unwrap_err();
-    assert_eq!(errors_text(&err), vec!["spec.ports[0].nodePort: Invalid value: 30053: provided port is already allocated"]);
+    assert_eq!(
+        errors_text(&err),
+        vec!["spec.ports[0].nodePort: Invalid value: 30053: provided port is already allocated"]
+    );
     b.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(29999);
     let err = ipam.allocate_create(&mut b).unwrap_err();
     assert_eq!(
         errors_text(&err),
-        vec!["spec.ports[0].nodePort: Invalid value: 29999: provided port is not in the valid range. The range of valid ports is 30000-32767"]
+        vec![
+            "spec.ports[0].nodePort: Invalid value: 29999: provided port is not in the valid range. The range of valid ports is 30000-32767"
+        ]
     );
     // A failed create leaves nothing behind: only a's IP and two ports are taken.
     assert_eq!(ipam.allocated().len(), 3);
@@ -226,7 +289,10 @@ fn load_balancer_health_check_and_no_node_ports() {
     let mut cluster = lb.clone();
     cluster.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
     let r = ipam.allocate_update(&lb, &mut cluster).unwrap();
-    assert_eq!(r.release, vec![Allocation::NodePort(spec(&lb).health_check_node_port.unwrap() as u16)]);
+    assert_eq!(
+        r.release,
+        vec![Allocation::NodePort(spec(&lb).health_check_node_port.unwrap() as u16)]
+    );
     assert!(spec(&cluster).health_check_node_port.is_none());
     ipam.commit(&r);
 
@@ -247,7 +313,10 @@ fn update_keeps_values_a_put_omits() {
     let r = ipam.allocate_update(&a, &mut put).unwrap();
     assert!(r.is_empty(), "{r:?}");
     assert_eq!(spec(&put).cluster_ip, spec(&a).cluster_ip);
-    assert_eq!(spec(&put).ports.as_ref().unwrap()[0].node_port, spec(&a).ports.as_ref().unwrap()[0].node_port);
+    assert_eq!(
+        spec(&put).ports.as_ref().unwrap()[0].node_port,
+        spec(&a).ports.as_ref().unwrap()[0].node_port
+    );
 }
 
 #[test]
@@ -303,17 +372,34 @@ fn repair_finds_leaks_missing_and_duplicates() {
     let plan = ipam.repair(&[b, a], &stored);
     assert_eq!(plan.create, vec![(Allocation::NodePort(30001), "uid-a".to_string())]);
     assert_eq!(plan.delete, vec![Allocation::ClusterIp("10.96.9.9".parse().unwrap())]);
-    assert_eq!(plan.problems, vec!["the cluster IP 10.96.1.1 for service ns/b was assigned to multiple services; please recreate"]);
+    assert_eq!(
+        plan.problems,
+        vec![
+            "the cluster IP 10.96.1.1 for service ns/b was assigned to multiple services; please recreate"
+        ]
+    );
     assert_eq!(ipam.allocated().len(), 2);
 }
 
 #[test]
 fn config_errors() {
-    let cfg = |cidrs: &[&str], ports: RangeInclusive<u16>| IpamConfig { service_cluster_ip_ranges: cidrs.iter().map(|c| net(c)).collect(), service_node_port_range: ports };
+    let cfg = |cidrs: &[&str], ports: RangeInclusive<u16>| IpamConfig {
+        service_cluster_ip_ranges: cidrs.iter().map(|c| net(c)).collect(),
+        service_node_port_range: ports,
+    };
     assert_eq!(Ipam::new(cfg(&[], 30000..=32767)).unwrap_err(), IpamError::NoRange);
-    assert!(matches!(Ipam::new(cfg(&["10.0.0.0/24", "10.1.0.0/24"], 30000..=32767)), Err(IpamError::SameFamily(..))));
-    assert!(matches!(Ipam::new(cfg(&["10.0.0.0/32"], 30000..=32767)), Err(IpamError::RangeTooSmall(..))));
-    assert!(matches!(Ipam::new(cfg(&["10.0.0.0/24"], 0..=10)), Err(IpamError::BadNodePortRange(..))));
+    assert!(matches!(
+        Ipam::new(cfg(&["10.0.0.0/24", "10.1.0.0/24"], 30000..=32767)),
+        Err(IpamError::SameFamily(..))
+    ));
+    assert!(matches!(
+        Ipam::new(cfg(&["10.0.0.0/32"], 30000..=32767)),
+        Err(IpamError::RangeTooSmall(..))
+    ));
+    assert!(matches!(
+        Ipam::new(cfg(&["10.0.0.0/24"], 0..=10)),
+        Err(IpamError::BadNodePortRange(..))
+    ));
     assert!(Ipam::new(IpamConfig::default()).is_ok());
 }
 
@@ -323,15 +409,36 @@ mod props {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Create { type_idx: u8, ip: Option<u8>, node_port: Option<u8>, local: bool, dual: bool },
-        Update { pick: u8, type_idx: u8, node_port: Option<u8>, local: bool, dual: bool },
-        Delete { pick: u8 },
+        Create {
+            type_idx: u8,
+            ip: Option<u8>,
+            node_port: Option<u8>,
+            local: bool,
+            dual: bool,
+        },
+        Update {
+            pick: u8,
+            type_idx: u8,
+            node_port: Option<u8>,
+            local: bool,
+            dual: bool,
+        },
+        Delete {
+            pick: u8,
+        },
         /// A create whose store write fails.
-        FailedCreate { type_idx: u8 },
+        FailedCreate {
+            type_idx: u8,
+        },
         /// The server dies after writing a create's reservations but before the Service.
-        CrashMidCreate { type_idx: u8 },
+        CrashMidCreate {
+            type_idx: u8,
+        },
         /// The server dies after an update's Service write but before freeing what it released.
-        CrashAfterUpdate { pick: u8, type_idx: u8 },
+        CrashAfterUpdate {
+            pick: u8,
+            type_idx: u8,
+        },
     }
 
     const TYPES: [&str; 4] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
@@ -350,14 +457,27 @@ mod props {
     }
 
     fn config() -> IpamConfig {
-        IpamConfig { service_cluster_ip_ranges: vec![net("10.0.0.0/26"), net("fd00::/122")], service_node_port_range: 30000..=30040 }
+        IpamConfig {
+            service_cluster_ip_ranges: vec![net("10.0.0.0/26"), net("fd00::/122")],
+            service_node_port_range: 30000..=30040,
+        }
     }
 
     fn make(n: usize, type_idx: u8) -> Service {
         let mut s = svc(&format!("s{n}"), TYPES[usize::from(type_idx)]);
         s.spec.as_mut().unwrap().ports = Some(vec![
-            ServicePort { name: Some("a".into()), port: 53, protocol: Some("TCP".into()), ..Default::default() },
-            ServicePort { name: Some("b".into()), port: 53, protocol: Some("UDP".into()), ..Default::default() },
+            ServicePort {
+                name: Some("a".into()),
+                port: 53,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ServicePort {
+                name: Some("b".into()),
+                port: 53,
+                protocol: Some("UDP".into()),
+                ..Default::default()
+            },
         ]);
         if type_idx == 3 {
             s.spec.as_mut().unwrap().external_name = Some("example.com".into());
@@ -388,7 +508,8 @@ mod props {
         fn restart(&mut self) {
             let mut ipam = Ipam::with_seed(config(), self.next as u64).unwrap();
             let services: Vec<Service> = self.services.values().cloned().collect();
-            let stored: Vec<(Allocation, String)> = self.stored.iter().map(|(a, o)| (a.clone(), o.clone())).collect();
+            let stored: Vec<(Allocation, String)> =
+                self.stored.iter().map(|(a, o)| (a.clone(), o.clone())).collect();
             let plan = ipam.repair(&services, &stored);
             assert!(plan.problems.is_empty(), "{:?}", plan.problems);
             for a in &plan.delete {
@@ -426,10 +547,10 @@ mod props {
 
     fn shape(s: &mut Service, node_port: Option<u8>, local: bool, dual: bool) {
         let spec = s.spec.as_mut().unwrap();
-        if let Some(np) = node_port {
-            if matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer")) {
-                spec.ports.as_mut().unwrap()[0].node_port = Some(30000 + i32::from(np));
-            }
+        if let Some(np) = node_port
+            && matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))
+        {
+            spec.ports.as_mut().unwrap()[0].node_port = Some(30000 + i32::from(np));
         }
         if spec.type_.as_deref() == Some("LoadBalancer") && local {
             spec.external_traffic_policy = Some("Local".into());

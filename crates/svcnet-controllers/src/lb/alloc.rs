@@ -74,13 +74,16 @@ pub enum LbError {
 /// svcnet's class.
 pub fn is_ours(svc: &Service) -> bool {
     let Some(spec) = svc.spec.as_ref() else { return false };
-    spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref().is_none_or(|c| c == LB_CLASS)
+    spec.type_.as_deref() == Some("LoadBalancer")
+        && spec.load_balancer_class.as_deref().is_none_or(|c| c == LB_CLASS)
 }
 
 /// The scope the Service's annotations select.
 pub fn scope_of(svc: &Service) -> Scope {
     let annotations = svc.metadata.annotations.as_ref();
-    let internal = INTERNAL_ANNOTATIONS.iter().any(|(k, v)| annotations.and_then(|a| a.get(*k)).is_some_and(|val| val.trim().eq_ignore_ascii_case(v)));
+    let internal = INTERNAL_ANNOTATIONS.iter().any(|(k, v)| {
+        annotations.and_then(|a| a.get(*k)).is_some_and(|val| val.trim().eq_ignore_ascii_case(v))
+    });
     if internal { Scope::Internal } else { Scope::External }
 }
 
@@ -91,14 +94,25 @@ pub fn request_for(svc: &Service) -> Result<LbRequest, LbError> {
     let mut requested = Vec::new();
     if let Some(value) = annotations.get(ANNOTATION_IPS).filter(|v| !v.trim().is_empty()) {
         for part in value.split(',') {
-            requested.push(part.trim().parse::<IpAddr>().map_err(|_| LbError::BadAnnotation { what: ANNOTATION_IPS, value: value.clone() })?);
+            requested.push(part.trim().parse::<IpAddr>().map_err(|_| LbError::BadAnnotation {
+                what: ANNOTATION_IPS,
+                value: value.clone(),
+            })?);
         }
     } else if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|v| !v.is_empty()) {
-        requested.push(ip.parse::<IpAddr>().map_err(|_| LbError::BadAnnotation { what: "spec.loadBalancerIP", value: ip.to_string() })?);
+        requested.push(ip.parse::<IpAddr>().map_err(|_| LbError::BadAnnotation {
+            what: "spec.loadBalancerIP",
+            value: ip.to_string(),
+        })?);
     }
     let mut families: Vec<bool> = spec.ip_families.iter().flatten().map(|f| f == "IPv4").collect();
     if families.is_empty() {
-        families.push(spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()).is_none_or(|ip| ip.is_ipv4()));
+        families.push(
+            spec.cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .is_none_or(|ip| ip.is_ipv4()),
+        );
     }
     if spec.ip_family_policy.as_deref().unwrap_or("SingleStack") == "SingleStack" {
         families.truncate(1);
@@ -110,7 +124,12 @@ pub fn request_for(svc: &Service) -> Result<LbRequest, LbError> {
         pool: annotations.get(ANNOTATION_POOL).cloned().filter(|p| !p.is_empty()),
         zone: annotations.get(ANNOTATION_ZONE).cloned().filter(|z| !z.is_empty()),
         sharing_key: annotations.get(ANNOTATION_SHARED).cloned().filter(|k| !k.is_empty()),
-        ports: spec.ports.iter().flatten().map(|p| (p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.port)).collect(),
+        ports: spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| (p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.port))
+            .collect(),
         families,
         require_all: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
     })
@@ -211,11 +230,15 @@ impl LbAllocator {
                 return false;
             }
         }
-        let family_ok = !req.requested.is_empty() || req.families.first().is_none_or(|v4| held[0].is_ipv4() == *v4);
+        let family_ok = !req.requested.is_empty()
+            || req.families.first().is_none_or(|v4| held[0].is_ipv4() == *v4);
         family_ok
             && held.iter().all(|ip| {
                 let pool_ok = match &req.pool {
-                    Some(name) => self.pools.iter().any(|p| &p.name == name && p.scope == req.scope && p.contains(*ip)),
+                    Some(name) => self
+                        .pools
+                        .iter()
+                        .any(|p| &p.name == name && p.scope == req.scope && p.contains(*ip)),
                     None => self.pools.iter().any(|p| p.scope == req.scope && p.contains(*ip)),
                 };
                 pool_ok && self.compatible(*ip, req).is_ok()
@@ -223,7 +246,11 @@ impl LbAllocator {
     }
 
     fn take(&mut self, ip: IpAddr, req: &LbRequest) {
-        self.holders.entry(ip).or_default().push(Holder { service: req.service.clone(), sharing_key: req.sharing_key.clone(), ports: req.ports.clone() });
+        self.holders.entry(ip).or_default().push(Holder {
+            service: req.service.clone(),
+            sharing_key: req.sharing_key.clone(),
+            ports: req.ports.clone(),
+        });
         self.by_service.entry(req.service.clone()).or_default().push(ip);
     }
 
@@ -240,14 +267,18 @@ impl LbAllocator {
             return Ok(held);
         }
         self.release(&req.service);
-        if let Some(name) = &req.pool {
-            if !self.pools.iter().any(|p| &p.name == name && p.scope == req.scope) {
-                return Err(LbError::UnknownPool(name.clone(), req.scope));
-            }
+        if let Some(name) = &req.pool
+            && !self.pools.iter().any(|p| &p.name == name && p.scope == req.scope)
+        {
+            return Err(LbError::UnknownPool(name.clone(), req.scope));
         }
         if !req.requested.is_empty() {
             for ip in &req.requested {
-                if !self.pools.iter().any(|p| p.scope == req.scope && p.contains(*ip) && req.pool.as_ref().is_none_or(|n| n == &p.name)) {
+                if !self.pools.iter().any(|p| {
+                    p.scope == req.scope
+                        && p.contains(*ip)
+                        && req.pool.as_ref().is_none_or(|n| n == &p.name)
+                }) {
                     return Err(LbError::NotInPool { ip: *ip, scope: req.scope });
                 }
                 if let Err(holder) = self.compatible(*ip, req) {
@@ -259,7 +290,8 @@ impl LbAllocator {
             }
             return Ok(req.requested.clone());
         }
-        let candidates: Vec<Pool> = self.pools.iter().filter(|p| self.pool_fits(p, req)).cloned().collect();
+        let candidates: Vec<Pool> =
+            self.pools.iter().filter(|p| self.pool_fits(p, req)).cloned().collect();
         if candidates.is_empty() {
             return Err(LbError::NoPool(req.scope));
         }
@@ -272,7 +304,10 @@ impl LbAllocator {
                 }
                 None if i == 0 || req.require_all => {
                     self.release(&req.service);
-                    return Err(LbError::Exhausted { scope: req.scope, pools: candidates.iter().map(|p| p.name.clone()).collect() });
+                    return Err(LbError::Exhausted {
+                        scope: req.scope,
+                        pools: candidates.iter().map(|p| p.name.clone()).collect(),
+                    });
                 }
                 None => {}
             }
@@ -285,7 +320,11 @@ impl LbAllocator {
     fn find_free(&self, candidates: &[Pool], req: &LbRequest, v4: bool) -> Option<IpAddr> {
         if req.sharing_key.is_some() {
             for (ip, holders) in &self.holders {
-                if ip.is_ipv4() == v4 && holders.iter().any(|h| h.sharing_key == req.sharing_key) && candidates.iter().any(|p| p.contains(*ip)) && self.compatible(*ip, req).is_ok() {
+                if ip.is_ipv4() == v4
+                    && holders.iter().any(|h| h.sharing_key == req.sharing_key)
+                    && candidates.iter().any(|p| p.contains(*ip))
+                    && self.compatible(*ip, req).is_ok()
+                {
                     return Some(*ip);
                 }
             }
@@ -320,7 +359,10 @@ impl LbAllocator {
 
     /// Every (address, holder) pair, for tests and metrics.
     pub fn holdings(&self) -> Vec<(IpAddr, ObjectKey)> {
-        self.holders.iter().flat_map(|(ip, hs)| hs.iter().map(move |h| (*ip, h.service.clone()))).collect()
+        self.holders
+            .iter()
+            .flat_map(|(ip, hs)| hs.iter().map(move |h| (*ip, h.service.clone())))
+            .collect()
     }
 }
 
@@ -340,27 +382,50 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("ns".into()),
-                annotations: Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                annotations: Some(
+                    annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ),
                 ..Default::default()
             },
-            spec: Some(ServiceSpec { type_: Some("LoadBalancer".into()), ports: Some(vec![ServicePort { port, protocol: Some("TCP".into()), ..Default::default() }]), ..Default::default() }),
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                ports: Some(vec![ServicePort {
+                    port,
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             status: None,
         }
     }
 
     fn assign(a: &mut LbAllocator, svc: &Service) -> Result<Vec<String>, String> {
-        a.assign(&request_for(svc).unwrap()).map(|ips| ips.iter().map(|ip| ip.to_string()).collect()).map_err(|e| e.to_string())
+        a.assign(&request_for(svc).unwrap())
+            .map(|ips| ips.iter().map(|ip| ip.to_string()).collect())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn every_cloud_annotation_selects_internal() {
         for (k, v) in INTERNAL_ANNOTATIONS {
             let mut a = LbAllocator::new(pools());
-            assert_eq!(assign(&mut a, &lb("s", &[(k, v)], 80)), Ok(vec!["10.200.0.10".to_string()]), "{k}");
+            assert_eq!(
+                assign(&mut a, &lb("s", &[(k, v)], 80)),
+                Ok(vec!["10.200.0.10".to_string()]),
+                "{k}"
+            );
         }
         let mut a = LbAllocator::new(pools());
         assert_eq!(assign(&mut a, &lb("s", &[], 80)), Ok(vec!["203.0.113.10".to_string()]));
-        assert_eq!(scope_of(&lb("s", &[("service.beta.kubernetes.io/aws-load-balancer-scheme", "internet-facing")], 80)), Scope::External);
+        assert_eq!(
+            scope_of(&lb(
+                "s",
+                &[("service.beta.kubernetes.io/aws-load-balancer-scheme", "internet-facing")],
+                80
+            )),
+            Scope::External
+        );
     }
 
     #[test]
@@ -378,21 +443,43 @@ mod tests {
         let mut a = LbAllocator::new(pools());
         assert!(assign(&mut a, &lb("a", &[], 80)).is_ok());
         assert!(assign(&mut a, &lb("b", &[], 80)).is_ok());
-        assert_eq!(assign(&mut a, &lb("c", &[], 80)), Err(r#"no available IPs in the external pools ["public"]"#.to_string()));
+        assert_eq!(
+            assign(&mut a, &lb("c", &[], 80)),
+            Err(r#"no available IPs in the external pools ["public"]"#.to_string())
+        );
         assert!(a.current(&ObjectKey { namespace: "ns".into(), name: "c".into() }).is_empty());
         // Requesting a taken address.
         let mut d = lb("d", &[], 80);
         d.spec.as_mut().unwrap().load_balancer_ip = Some("203.0.113.10".into());
-        assert_eq!(assign(&mut a, &d), Err("requested IP 203.0.113.10 is already in use by ns/a".to_string()));
+        assert_eq!(
+            assign(&mut a, &d),
+            Err("requested IP 203.0.113.10 is already in use by ns/a".to_string())
+        );
         let d = lb("d", &[(ANNOTATION_IPS, "10.0.0.1")], 80);
-        assert_eq!(assign(&mut a, &d), Err("requested IP 10.0.0.1 is not in any external address pool".to_string()));
+        assert_eq!(
+            assign(&mut a, &d),
+            Err("requested IP 10.0.0.1 is not in any external address pool".to_string())
+        );
         // Sharing: same key, different ports.
         let mut a2 = LbAllocator::new(pools());
-        assert_eq!(assign(&mut a2, &lb("x", &[(ANNOTATION_SHARED, "k")], 80)), Ok(vec!["203.0.113.10".to_string()]));
-        assert_eq!(assign(&mut a2, &lb("y", &[(ANNOTATION_SHARED, "k")], 443)), Ok(vec!["203.0.113.10".to_string()]));
-        assert_eq!(assign(&mut a2, &lb("z", &[(ANNOTATION_SHARED, "k")], 443)), Ok(vec!["203.0.113.11".to_string()]));
+        assert_eq!(
+            assign(&mut a2, &lb("x", &[(ANNOTATION_SHARED, "k")], 80)),
+            Ok(vec!["203.0.113.10".to_string()])
+        );
+        assert_eq!(
+            assign(&mut a2, &lb("y", &[(ANNOTATION_SHARED, "k")], 443)),
+            Ok(vec!["203.0.113.10".to_string()])
+        );
+        assert_eq!(
+            assign(&mut a2, &lb("z", &[(ANNOTATION_SHARED, "k")], 443)),
+            Ok(vec!["203.0.113.11".to_string()])
+        );
         // Switching to internal reallocates and frees the external address.
-        let x_internal = lb("x", &[(ANNOTATION_SHARED, "k"), ("networking.gke.io/load-balancer-type", "Internal")], 80);
+        let x_internal = lb(
+            "x",
+            &[(ANNOTATION_SHARED, "k"), ("networking.gke.io/load-balancer-type", "Internal")],
+            80,
+        );
         assert_eq!(assign(&mut a2, &x_internal), Ok(vec!["10.200.0.10".to_string()]));
         // Keeping: a second assign returns the same address.
         assert_eq!(assign(&mut a2, &x_internal), Ok(vec!["10.200.0.10".to_string()]));

@@ -53,6 +53,8 @@ struct State {
     pools_text: Option<String>,
     /// The last Event message per Service, so a repeated reconcile does not repeat it.
     last_event: HashMap<ObjectKey, String>,
+    /// Services waiting for an address; retried whenever one is freed.
+    pending: HashSet<ObjectKey>,
     services_synced: bool,
     pools_synced: bool,
     restored: bool,
@@ -75,7 +77,12 @@ pub struct LbController {
 
 impl LbController {
     pub fn new(client: Client, config: LbConfig) -> Arc<Self> {
-        Arc::new(LbController { client, config, state: Mutex::new(State::default()), queue: WorkQueue::new() })
+        Arc::new(LbController {
+            client,
+            config,
+            state: Mutex::new(State::default()),
+            queue: WorkQueue::new(),
+        })
     }
 
     /// Runs the watches and one worker until cancelled.
@@ -85,14 +92,24 @@ impl LbController {
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
-            watch(Api::<Service>::all(c.client.clone()), watcher::Config::default(), cc, "services", move |ch| this.on_service(ch)).await
+            watch(
+                Api::<Service>::all(c.client.clone()),
+                watcher::Config::default(),
+                cc,
+                "services",
+                move |ch| this.on_service(ch),
+            )
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move {
             let this = Arc::clone(&c);
             let api = Api::<ConfigMap>::namespaced(c.client.clone(), &c.config.pools_namespace);
-            watch(api, watcher::Config::default(), cc, "configmaps", move |ch| this.on_configmap(ch)).await
+            watch(api, watcher::Config::default(), cc, "configmaps", move |ch| {
+                this.on_configmap(ch)
+            })
+            .await
         });
         let c = Arc::clone(&self);
         let cc = cancel.clone();
@@ -117,7 +134,8 @@ impl LbController {
                 }
                 Change::Resync(all) => {
                     let mut keys: Vec<ObjectKey> = s.services.keys().cloned().collect();
-                    s.services = all.into_iter().map(|svc| (ObjectKey::of(&svc), Arc::new(svc))).collect();
+                    s.services =
+                        all.into_iter().map(|svc| (ObjectKey::of(&svc), Arc::new(svc))).collect();
                     keys.extend(s.services.keys().cloned());
                     s.services_synced = true;
                     keys.extend(Self::restore(&mut s));
@@ -135,11 +153,20 @@ impl LbController {
         let keys: Vec<ObjectKey> = {
             let mut s = lock(&self.state);
             let text = match change {
-                Change::Apply(cm) if cm.metadata.name.as_deref() == Some(&name) => Some(cm_text(&cm)),
-                Change::Delete(cm) if cm.metadata.name.as_deref() == Some(&name) => Some(String::new()),
+                Change::Apply(cm) if cm.metadata.name.as_deref() == Some(&name) => {
+                    Some(cm_text(&cm))
+                }
+                Change::Delete(cm) if cm.metadata.name.as_deref() == Some(&name) => {
+                    Some(String::new())
+                }
                 Change::Resync(all) => {
                     s.pools_synced = true;
-                    Some(all.iter().find(|cm| cm.metadata.name.as_deref() == Some(&name)).map(cm_text).unwrap_or_default())
+                    Some(
+                        all.iter()
+                            .find(|cm| cm.metadata.name.as_deref() == Some(&name))
+                            .map(cm_text)
+                            .unwrap_or_default(),
+                    )
                 }
                 _ => None,
             };
@@ -153,7 +180,9 @@ impl LbController {
                 info!(pools = pools.len(), "load balancer pools loaded");
                 s.allocator.set_pools(pools);
                 s.pools_text = Some(text);
-                keys.extend(s.services.iter().filter(|(_, svc)| is_ours(svc)).map(|(k, _)| k.clone()));
+                keys.extend(
+                    s.services.iter().filter(|(_, svc)| is_ours(svc)).map(|(k, _)| k.clone()),
+                );
             }
             keys.extend(Self::restore(&mut s));
             keys
@@ -181,10 +210,10 @@ impl LbController {
             if ips.is_empty() {
                 continue;
             }
-            if let Ok(req) = request_for(&svc) {
-                if s.allocator.restore(&req, &ips) {
-                    restored += 1;
-                }
+            if let Ok(req) = request_for(&svc)
+                && s.allocator.restore(&req, &ips)
+            {
+                restored += 1;
             }
         }
         info!(restored, "load balancer holdings rebuilt from Service status");
@@ -206,8 +235,28 @@ impl LbController {
         }
     }
 
-    fn plan(&self, key: &ObjectKey) -> Option<Plan> {
+    /// The plan for one Service, and the pending Services to retry because addresses were freed.
+    fn plan(&self, key: &ObjectKey) -> (Option<Plan>, Vec<ObjectKey>) {
         let mut s = lock(&self.state);
+        let before = s.allocator.current(key);
+        let plan = Self::plan_locked(&mut s, key);
+        let after = s.allocator.current(key);
+        let ours = s.services.get(key).is_some_and(|svc| is_ours(svc));
+        if ours && after.is_empty() {
+            s.pending.insert(key.clone());
+        } else {
+            s.pending.remove(key);
+        }
+        let freed = before.iter().any(|ip| !after.contains(ip));
+        let wake = if freed {
+            s.pending.iter().filter(|k| *k != key).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        (plan, wake)
+    }
+
+    fn plan_locked(s: &mut State, key: &ObjectKey) -> Option<Plan> {
         let Some(svc) = s.services.get(key).cloned() else {
             let released = s.allocator.release(key);
             if !released.is_empty() {
@@ -231,10 +280,19 @@ impl LbController {
             Ok(ips) => {
                 let status = if ips != current { Some(ips.clone()) } else { None };
                 let event = if ips != before || (status.is_some() && !ips.is_empty()) {
-                    let pool = ips.first().and_then(|ip| s.allocator.pool_of(*ip)).map(|p| format!("{} ({})", p.name, p.scope)).unwrap_or_default();
-                    let list: Vec<String> = ips.iter().map(|ip| format!("{:?}", ip.to_string())).collect();
+                    let pool = ips
+                        .first()
+                        .and_then(|ip| s.allocator.pool_of(*ip))
+                        .map(|p| format!("{} ({})", p.name, p.scope))
+                        .unwrap_or_default();
+                    let list: Vec<String> =
+                        ips.iter().map(|ip| format!("{:?}", ip.to_string())).collect();
                     let message = format!("Assigned IP [{}] from pool {pool}", list.join(", "));
-                    if s.last_event.get(key) == Some(&message) { None } else { Some(("Normal", "IPAllocated", message)) }
+                    if s.last_event.get(key) == Some(&message) {
+                        None
+                    } else {
+                        Some(("Normal", "IPAllocated", message))
+                    }
                 } else {
                     None
                 };
@@ -245,7 +303,11 @@ impl LbController {
             }
             Err(error) => {
                 let message = format!("Failed to allocate IP for \"{key}\": {error}");
-                let event = if s.last_event.get(key) == Some(&message) { None } else { Some(("Warning", "AllocationFailed", message.clone())) };
+                let event = if s.last_event.get(key) == Some(&message) {
+                    None
+                } else {
+                    Some(("Warning", "AllocationFailed", message.clone()))
+                };
                 s.last_event.insert(key.clone(), message);
                 let status = if current.is_empty() { None } else { Some(Vec::new()) };
                 Some(Plan { status, event, service: svc })
@@ -255,13 +317,21 @@ impl LbController {
 
     #[tracing::instrument(skip_all, fields(service = %key))]
     async fn sync(&self, key: &ObjectKey) -> bool {
-        let Some(plan) = self.plan(key) else { return true };
+        let (plan, wake) = self.plan(key);
+        for k in wake {
+            self.queue.add(k);
+        }
+        let Some(plan) = plan else { return true };
         let mut ok = true;
         if let Some(ips) = &plan.status {
-            let ingress: Vec<serde_json::Value> = ips.iter().map(|ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP"})).collect();
+            let ingress: Vec<serde_json::Value> = ips
+                .iter()
+                .map(|ip| serde_json::json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+                .collect();
             let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": ingress}}});
             let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await
+            {
                 Ok(_) => debug!(?ips, "load balancer status written"),
                 Err(error) => {
                     warn!(%error, "writing load balancer status failed");
@@ -275,7 +345,9 @@ impl LbController {
             } else {
                 info!(reason, message = %message, "load balancer");
             }
-            if let Err(error) = record_event(&self.client, &plan.service, type_, reason, &message).await {
+            if let Err(error) =
+                record_event(&self.client, &plan.service, type_, reason, &message).await
+            {
                 warn!(%error, "recording event failed");
             }
         }
@@ -293,16 +365,33 @@ pub fn status_ips(svc: &Service) -> Vec<IpAddr> {
         .as_ref()
         .and_then(|s| s.load_balancer.as_ref())
         .and_then(|lb| lb.ingress.as_ref())
-        .map(|ing| ing.iter().filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok())).collect())
+        .map(|ing| {
+            ing.iter().filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok())).collect()
+        })
         .unwrap_or_default()
 }
 
 /// Creates a core/v1 Event about the Service, as `kubectl describe` shows them.
-pub async fn record_event(client: &Client, svc: &Service, type_: &str, reason: &str, message: &str) -> Result<(), kube::Error> {
+pub async fn record_event(
+    client: &Client,
+    svc: &Service,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
     let namespace = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let now = jiff::Timestamp::now();
     let event = Event {
-        metadata: ObjectMeta { generate_name: Some(format!("{}.", svc.metadata.name.as_deref().unwrap_or("service"))), namespace: Some(namespace.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            // client-go's recorder names events `<object>.<hex nanoseconds>`.
+            name: Some(format!(
+                "{}.{:x}",
+                svc.metadata.name.as_deref().unwrap_or("service"),
+                now.as_nanosecond()
+            )),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
         involved_object: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Service".into()),
@@ -326,7 +415,10 @@ pub async fn record_event(client: &Client, svc: &Service, type_: &str, reason: &
         related: None,
         series: None,
     };
-    Api::<Event>::namespaced(client.clone(), &namespace).create(&PostParams::default(), &event).await.map(|_| ())
+    Api::<Event>::namespaced(client.clone(), &namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 /// Keys with a status to write, for tests: which Services of `all` hold which address.

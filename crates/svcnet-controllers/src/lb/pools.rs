@@ -35,7 +35,9 @@ pub struct AddressRange {
 
 impl AddressRange {
     pub fn contains(&self, ip: IpAddr) -> bool {
-        ip.is_ipv4() == self.first.is_ipv4() && to_u128(ip) >= to_u128(self.first) && to_u128(ip) <= to_u128(self.last)
+        ip.is_ipv4() == self.first.is_ipv4()
+            && to_u128(ip) >= to_u128(self.first)
+            && to_u128(ip) <= to_u128(self.last)
     }
 
     /// The number of addresses (saturating).
@@ -140,17 +142,28 @@ pub fn parse_pools(text: &str) -> (Vec<Pool>, Vec<String>) {
             problems.push(format!("pool {:?} has no addresses", p.name));
             continue;
         }
-        if let Some(other) = pools.iter().find(|q| q.ranges.iter().any(|qr| ranges.iter().any(|r| overlaps(qr, r)))) {
-            problems.push(format!("pool {:?} overlaps pool {:?}; it is ignored", p.name, other.name));
+        if let Some(other) =
+            pools.iter().find(|q| q.ranges.iter().any(|qr| ranges.iter().any(|r| overlaps(qr, r))))
+        {
+            problems
+                .push(format!("pool {:?} overlaps pool {:?}; it is ignored", p.name, other.name));
             continue;
         }
-        pools.push(Pool { name: p.name, scope: p.scope, ranges, zone: p.zone.filter(|z| !z.is_empty()), auto_assign: p.auto_assign });
+        pools.push(Pool {
+            name: p.name,
+            scope: p.scope,
+            ranges,
+            zone: p.zone.filter(|z| !z.is_empty()),
+            auto_assign: p.auto_assign,
+        });
     }
     (pools, problems)
 }
 
 fn overlaps(a: &AddressRange, b: &AddressRange) -> bool {
-    a.first.is_ipv4() == b.first.is_ipv4() && to_u128(a.first) <= to_u128(b.last) && to_u128(b.first) <= to_u128(a.last)
+    a.first.is_ipv4() == b.first.is_ipv4()
+        && to_u128(a.first) <= to_u128(b.last)
+        && to_u128(b.first) <= to_u128(a.last)
 }
 
 /// `10.0.0.0/24` (without its network and broadcast addresses for IPv4 prefixes shorter than
@@ -173,8 +186,10 @@ pub fn parse_range(text: &str) -> Result<AddressRange, String> {
         return Ok(AddressRange { first: from_u128(first, v4), last: from_u128(last, v4) });
     }
     if let Some((a, b)) = text.split_once('-') {
-        let first: IpAddr = a.trim().parse().map_err(|_| format!("{text:?} is not a CIDR or an address range"))?;
-        let last: IpAddr = b.trim().parse().map_err(|_| format!("{text:?} is not a CIDR or an address range"))?;
+        let first: IpAddr =
+            a.trim().parse().map_err(|_| format!("{text:?} is not a CIDR or an address range"))?;
+        let last: IpAddr =
+            b.trim().parse().map_err(|_| format!("{text:?} is not a CIDR or an address range"))?;
         if first.is_ipv4() != last.is_ipv4() || to_u128(first) > to_u128(last) {
             return Err(format!("{text:?} is not a valid address range"));
         }
@@ -194,7 +209,11 @@ pub(crate) fn to_u128(ip: IpAddr) -> u128 {
 }
 
 pub(crate) fn from_u128(n: u128, v4: bool) -> IpAddr {
-    if v4 { IpAddr::V4(std::net::Ipv4Addr::from(n as u32)) } else { IpAddr::V6(std::net::Ipv6Addr::from(n)) }
+    if v4 {
+        IpAddr::V4(std::net::Ipv4Addr::from(n as u32))
+    } else {
+        IpAddr::V6(std::net::Ipv6Addr::from(n))
+    }
 }
 
 #[cfg(test)]
@@ -228,9 +247,17 @@ mod tests {
 
     #[test]
     fn wrapped_form_and_problems() {
-        let (pools, problems) = parse_pools("pools:\n- name: a\n  scope: external\n  cidrs: [\"10.0.0.0/24\"]\n- name: b\n  scope: internal\n  cidrs: [\"10.0.0.128/25\"]\n- name: c\n  scope: internal\n  cidrs: [\"nonsense\"]\n");
+        let (pools, problems) = parse_pools(
+            "pools:\n- name: a\n  scope: external\n  cidrs: [\"10.0.0.0/24\"]\n- name: b\n  scope: internal\n  cidrs: [\"10.0.0.128/25\"]\n- name: c\n  scope: internal\n  cidrs: [\"nonsense\"]\n",
+        );
         assert_eq!(pools.len(), 1);
-        assert_eq!(problems, vec![r#"pool "b" overlaps pool "a"; it is ignored"#.to_string(), r#"pool "c": "nonsense" is not a CIDR or an address range"#.to_string()]);
+        assert_eq!(
+            problems,
+            vec![
+                r#"pool "b" overlaps pool "a"; it is ignored"#.to_string(),
+                r#"pool "c": "nonsense" is not a CIDR or an address range"#.to_string()
+            ]
+        );
         let (pools, problems) = parse_pools("- name: x\n  scope: sideways\n");
         assert!(pools.is_empty());
         assert_eq!(problems.len(), 1);

@@ -293,6 +293,11 @@ fn autopath() {
         ask_from("web.demo.demo.svc.cluster.local. A", "10.244.1.50"),
         "No Error\nan web.demo.demo.svc.cluster.local. 5 IN CNAME web.demo.svc.cluster.local.\nan web.demo.svc.cluster.local. 5 IN A 10.96.0.20"
     );
+    // Found without records of the type: the CNAME alone (NODATA for the target).
+    assert_eq!(
+        ask_from("web.demo.demo.svc.cluster.local. AAAA", "10.244.1.50"),
+        "No Error\nan web.demo.demo.svc.cluster.local. 5 IN CNAME web.demo.svc.cluster.local."
+    );
     // A client that is not a known pod, or a pod of another namespace: plain NXDOMAIN.
     assert_eq!(ask_from("www.example.com.demo.svc.cluster.local. A", "10.9.9.9"), nxdomain());
     assert_eq!(ask_from("www.example.com.demo.svc.cluster.local. A", "127.0.0.3"), nxdomain());

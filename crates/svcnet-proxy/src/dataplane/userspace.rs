@@ -7,7 +7,8 @@
 //! rebinds only listeners that appear or disappear and swaps routes in place. Established
 //! TCP connections keep their backend when it is removed (drain); UDP sessions to a removed
 //! backend are dropped, as kube-proxy clears UDP conntrack. SCTP is not carried (logged).
-//! Source addresses are not preserved: backends see the proxy's address.
+//! Source addresses are not preserved: backends see the proxy's address. Listeners use
+//! SO_REUSEADDR but not SO_REUSEPORT, so a second proxy can never silently split a port.
 
 mod splice;
 mod tcp;
@@ -171,12 +172,11 @@ impl Route {
     /// The backend for a new connection: the affinity entry if still valid, else the
     /// scheduler's choice among backends not yet `excluded`.
     fn choose(&self, client: SocketAddr, excluded: &[bool]) -> Option<usize> {
-        if let Some((timeout, table)) = &self.affinity {
-            if let Some(i) = table.get(client.ip(), *timeout).and_then(|a| self.index_of(a)) {
-                if !excluded.get(i).copied().unwrap_or(false) {
-                    return Some(i);
-                }
-            }
+        if let Some((timeout, table)) = &self.affinity
+            && let Some(i) = table.get(client.ip(), *timeout).and_then(|a| self.index_of(a))
+            && !excluded.get(i).copied().unwrap_or(false)
+        {
+            return Some(i);
         }
         let active: Vec<u64> = if self.picker.scheduler() == Scheduler::LeastConnections {
             self.backends.iter().map(|b| b.counters.active.load(Ordering::Relaxed)).collect()
@@ -251,10 +251,8 @@ impl UserspaceDataPlane {
         kind: FrontendKind,
     ) -> Arc<Route> {
         let unchanged = self.last.service_ports.get(key) == Some(port);
-        if unchanged {
-            if let Some(route) = self.routes.get(&(key.clone(), kind)) {
-                return route.clone();
-            }
+        if unchanged && let Some(route) = self.routes.get(&(key.clone(), kind)) {
+            return route.clone();
         }
         let backends = port.backends_for(kind);
         let affinity = port.session_affinity_timeout.map(|seconds| {

@@ -9,6 +9,9 @@
 mod text;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -45,21 +48,20 @@ pub fn plan(model: &Model, node: &NodeInfo) -> ProxyPlan {
         node_object.and_then(|n| n.metadata.labels.as_ref()?.get(LABEL_TOPOLOGY_ZONE).cloned())
     });
     let mut addresses: Vec<IpAddr> = node.addresses.clone();
-    if addresses.is_empty() {
-        if let Some(status_addresses) =
+    if addresses.is_empty()
+        && let Some(status_addresses) =
             node_object.and_then(|n| n.status.as_ref()?.addresses.as_ref())
-        {
-            for address in status_addresses {
-                if address.type_ != "InternalIP" && address.type_ != "ExternalIP" {
-                    continue;
-                }
-                match address.address.parse::<IpAddr>() {
-                    Ok(ip) => addresses.push(ip),
-                    Err(_) => warnings.push(format!(
-                        "node {}: ignoring unparsable address {:?}",
-                        node.name, address.address
-                    )),
-                }
+    {
+        for address in status_addresses {
+            if address.type_ != "InternalIP" && address.type_ != "ExternalIP" {
+                continue;
+            }
+            match address.address.parse::<IpAddr>() {
+                Ok(ip) => addresses.push(ip),
+                Err(_) => warnings.push(format!(
+                    "node {}: ignoring unparsable address {:?}",
+                    node.name, address.address
+                )),
             }
         }
     }
@@ -209,7 +211,7 @@ fn plan_service(
         Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
         _ => spec.cluster_ip.as_deref().into_iter().collect(),
     };
-    if cluster_ip_strings.iter().any(|ip| *ip == "None") {
+    if cluster_ip_strings.contains(&"None") {
         return; // Headless: DNS only.
     }
     let mut cluster_ips: BTreeMap<IpFamily, IpAddr> = BTreeMap::new();
@@ -336,17 +338,16 @@ fn plan_service(
                 port,
                 protocol,
             }];
-            if is_node_port {
-                if let Some(node_port) =
+            if is_node_port
+                && let Some(node_port) =
                     service_port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
-                {
-                    frontends.push(Frontend {
-                        kind: FrontendKind::NodePort,
-                        address: None,
-                        port: node_port,
-                        protocol,
-                    });
-                }
+            {
+                frontends.push(Frontend {
+                    kind: FrontendKind::NodePort,
+                    address: None,
+                    port: node_port,
+                    protocol,
+                });
             }
             for ip in external_ips.iter().filter(|ip| family_of(ip) == family) {
                 frontends.push(Frontend {

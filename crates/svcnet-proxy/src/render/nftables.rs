@@ -17,10 +17,13 @@
 //! * `services`: marks for masquerade (`masq-cluster-ips-v4` ClusterIP frontends from sources
 //!   outside `cluster-cidrs-v4`; `masq-external-v4` external frontends with
 //!   `externalTrafficPolicy: Cluster`); short-circuits pod- and host-originated traffic to
-//!   `externalTrafficPolicy: Local` frontends to cluster backends (`etp-local-shortcut-v4`,
-//!   host sources also masqueraded); then one lookup `F vmap @service-ips-v4`.
-//! * `service-ips-v4` / `etp-local-shortcut-v4`: F → `goto pick-…`, a shared chain per
-//!   (backend set, scheduler, slot count, affinity timeout), e.g. `pick-random-3-v4`:
+//!   `externalTrafficPolicy: Local` frontends to cluster backends (`shortcut-<pick chain>`
+//!   sets; host sources also masqueraded via `etp-local-v4`); then one rule per pick chain in
+//!   use, `F @in-<pick chain> goto <pick chain>`. There is no verdict map with per-Service
+//!   elements: adding one makes the kernel re-validate the chain graph on every element
+//!   change, which is what makes kube-proxy's updates slow. The rule count grows with the
+//!   number of distinct Service shapes (usually a handful), not with the number of Services.
+//! * Pick chains: one per (backend pool, scheduler, slot count, affinity timeout), e.g. `pick-random-3-v4`:
 //!   `numgen random mod 3 vmap { 0 : goto slot-0-v4, … }`. Round robin uses `numgen inc`
 //!   (the counter is shared by Services with the same slot count, so each Service sees a
 //!   round robin with skips), source hash `jhash ip saddr`. Least connections has no kernel
@@ -37,8 +40,9 @@
 //!   each slot, then picks; `aff-slot-K-tT-v4` refreshes the element (`update … timeout T`)
 //!   and DNATs. Affinity is to a slot: when the backend list changes, clients of a moved slot
 //!   move (a removed backend's clients always do). Maglev ignores affinity (it is sticky).
-//! * No usable backend: `no-endpoint-v4` F → `goto reject-chain` (TCP RST, else ICMP port
-//!   unreachable) or `drop` (Local policy without a local endpoint), checked after DNAT.
+//! * No usable backend: F in `no-endpoint-reject-v4` → `goto reject-chain` (TCP RST, else
+//!   ICMP port unreachable) or in `no-endpoint-drop-v4` → `drop` (Local policy without a
+//!   local endpoint), checked after DNAT.
 //! * `loadBalancerSourceRanges`: `firewall-ips-v4` (F) and `firewall-allow-v4`
 //!   (F . saddr interval); other sources are dropped before DNAT.
 //! * `masquerading`: hairpin (`saddr . daddr @hairpin-v4`, endpoint to itself) is
@@ -207,9 +211,9 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
             .collect();
         let detect_local = !cidrs.is_empty();
 
-        l.set(&format!("service-ips-{s}"), "map", &format!("type {key} : verdict ;"));
-        l.set(&format!("etp-local-shortcut-{s}"), "map", &format!("type {key} : verdict ;"));
-        l.set(&format!("no-endpoint-{s}"), "map", &format!("type {key} : verdict ;"));
+        l.set(&format!("etp-local-{s}"), "set", &format!("type {key} ;"));
+        l.set(&format!("no-endpoint-reject-{s}"), "set", &format!("type {key} ;"));
+        l.set(&format!("no-endpoint-drop-{s}"), "set", &format!("type {key} ;"));
         l.set(&format!("masq-external-{s}"), "set", &format!("type {key} ;"));
         l.set(&format!("firewall-ips-{s}"), "set", &format!("type {key} ;"));
         l.set(
@@ -226,16 +230,18 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
             );
         }
 
+        if detect_local {
+            l.set(&format!("cluster-cidrs-{s}"), "set", &format!("type {at} ; flags interval ;"));
+            for c in &cidrs {
+                l.element(&format!("cluster-cidrs-{s}"), c.clone(), None);
+            }
+        }
         if plan.node.masquerade_all {
             l.rule(
                 "masquerading",
                 format!("meta nfproto {} ct status dnat masquerade fully-random", nfproto(family)),
             );
         } else if detect_local {
-            l.set(&format!("cluster-cidrs-{s}"), "set", &format!("type {at} ; flags interval ;"));
-            for c in &cidrs {
-                l.element(&format!("cluster-cidrs-{s}"), c.clone(), None);
-            }
             l.set(&format!("masq-cluster-ips-{s}"), "set", &format!("type {key} ;"));
             l.rule(
                 "services",
@@ -243,26 +249,19 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
             );
         }
         l.rule("services", format!("{fkey} @masq-external-{s} jump mark-for-masquerade"));
-        // externalTrafficPolicy: Local short-circuit (kube-proxy's external-… chain): pod
-        // sources go to cluster backends; host sources too, masqueraded.
-        if detect_local {
-            l.rule(
-                "services",
-                format!("{ip} saddr @cluster-cidrs-{s} {fkey} vmap @etp-local-shortcut-{s}"),
-            );
-        }
+        // Host sources to an externalTrafficPolicy: Local frontend are masqueraded and
+        // short-circuited to cluster backends (the dispatch rules follow below).
         l.rule(
             "services",
-            format!("fib saddr type local {fkey} @etp-local-shortcut-{s} jump mark-for-masquerade"),
+            format!("fib saddr type local {fkey} @etp-local-{s} jump mark-for-masquerade"),
         );
-        l.rule("services", format!("fib saddr type local {fkey} vmap @etp-local-shortcut-{s}"));
-        l.rule("services", format!("{fkey} vmap @service-ips-{s}"));
 
         l.rule(
             "firewall-check",
             format!("{fkey} @firewall-ips-{s} {fkey} . {ip} saddr != @firewall-allow-{s} drop"),
         );
-        l.rule("endpoints-check", format!("{fkey} vmap @no-endpoint-{s}"));
+        l.rule("endpoints-check", format!("{fkey} @no-endpoint-reject-{s} goto reject-chain"));
+        l.rule("endpoints-check", format!("{fkey} @no-endpoint-drop-{s} drop"));
         l.rule(
             "masquerading",
             format!("ct status dnat {ip} saddr . {ip} daddr @hairpin-{s} masquerade fully-random"),
@@ -273,6 +272,7 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
     l.rule("masquerading", "masquerade fully-random");
 
     // Per Service port: elements only (plus shared pick chains on first use).
+    let mut dispatch: BTreeMap<IpFamily, BTreeSet<(bool, String)>> = BTreeMap::new();
     for (key, sp) in &plan.service_ports {
         let f = fam(key.family);
         let s = f.sfx;
@@ -316,28 +316,25 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
                     }
                 }
                 if backends.is_empty() {
-                    let verdict = match sp.when_empty(fe.kind) {
-                        EmptyAction::Reject => "goto reject-chain",
+                    let set = match sp.when_empty(fe.kind) {
+                        EmptyAction::Reject => "reject",
                         EmptyAction::Drop => "drop",
                     };
-                    l.element(&format!("no-endpoint-{s}"), fk.clone(), Some(verdict.to_string()));
+                    l.element(&format!("no-endpoint-{set}-{s}"), fk.clone(), None);
                 } else {
                     let chain = pick(&mut l, key.family, pool, sp, pool_slots, &fk);
-                    l.element(
-                        &format!("service-ips-{s}"),
-                        fk.clone(),
-                        Some(format!("goto {chain}")),
-                    );
+                    dispatch.entry(key.family).or_default().insert((false, chain.clone()));
+                    l.set(&format!("in-{chain}"), "set", &format!("type {} . inet_proto . inet_service ;", f.addr_type));
+                    l.element(&format!("in-{chain}"), fk.clone(), None);
                 }
                 // Pod- and host-originated traffic to an external Local frontend goes to
                 // cluster backends.
                 if external && policy == TrafficPolicy::Local && !sp.cluster_backends.is_empty() {
                     let chain = pick(&mut l, key.family, Pool::Cluster, sp, &cluster_slots, &fk);
-                    l.element(
-                        &format!("etp-local-shortcut-{s}"),
-                        fk.clone(),
-                        Some(format!("goto {chain}")),
-                    );
+                    dispatch.entry(key.family).or_default().insert((true, chain.clone()));
+                    l.element(&format!("etp-local-{s}"), fk.clone(), None);
+                    l.set(&format!("shortcut-{chain}"), "set", &format!("type {} . inet_proto . inet_service ;", f.addr_type));
+                    l.element(&format!("shortcut-{chain}"), fk.clone(), None);
                 }
             }
         }
@@ -346,6 +343,29 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
         }
     }
 
+    // Dispatch: one rule per shared pick chain in use, matching its set of frontends. No
+    // verdict map holds per-Service elements, so element changes never make the kernel
+    // re-validate the chain graph. Short-circuits (pod and host sources to Local external
+    // frontends) come first.
+    for (family, chains) in dispatch {
+        let f = fam(family);
+        let (s, ip) = (f.sfx, f.ip);
+        let fkey = format!("{ip} daddr . meta l4proto . th dport");
+        let detect_local = l.sets.contains_key(&format!("cluster-cidrs-{s}"));
+        for (shortcut, chain) in &chains {
+            if *shortcut {
+                if detect_local {
+                    l.rule("services", format!("{ip} saddr @cluster-cidrs-{s} {fkey} @shortcut-{chain} goto {chain}"));
+                }
+                l.rule("services", format!("fib saddr type local {fkey} @shortcut-{chain} goto {chain}"));
+            }
+        }
+        for (shortcut, chain) in &chains {
+            if !*shortcut {
+                l.rule("services", format!("{fkey} @in-{chain} goto {chain}"));
+            }
+        }
+    }
     l
 }
 

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 //! Golden tests: `tests/golden/<case>/input.yaml` (+ optional `args`) → `plan.txt`, and the
 //! rendered `nftables.nft` / `iptables.rules` when a case has those files.
 //!
@@ -27,16 +29,18 @@ fn node_info(case: &Path) -> NodeInfo {
     node
 }
 
+/// A renderer of a plan into a golden file's text.
+type Render = fn(&ProxyPlan) -> String;
+
 /// The renderings a case may pin: file name and renderer.
-fn renderings() -> Vec<(&'static str, fn(&ProxyPlan) -> String)> {
-    let mut out: Vec<(&'static str, fn(&ProxyPlan) -> String)> =
-        vec![("plan.txt", |plan| plan.to_string())];
+fn renderings() -> Vec<(&'static str, Render)> {
+    let mut out: Vec<(&'static str, Render)> = vec![("plan.txt", |plan| plan.to_string())];
     out.extend(kernel_renderings());
     out
 }
 
 /// The kernel data planes' renderers (issue 6).
-fn kernel_renderings() -> Vec<(&'static str, fn(&ProxyPlan) -> String)> {
+fn kernel_renderings() -> Vec<(&'static str, Render)> {
     vec![
         ("nftables.nft", svcnet_proxy::render::nftables::render),
         ("iptables.rules", svcnet_proxy::render::iptables::render),

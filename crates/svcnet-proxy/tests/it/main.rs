@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 //! Integration tests of svcnet-proxy with real sockets on loopback.
 //!
 //! Backends are small tokio echo servers that first send their name; the userspace data plane

@@ -1,1 +1,5 @@
+//! Integration tests of the speaker, in network namespaces the tests create.
 
+mod announce;
+mod election;
+mod netns;

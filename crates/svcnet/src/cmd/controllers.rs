@@ -41,7 +41,8 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (pools_namespace, pools_name) = args.lb_pools.split_once('/').context("--lb-pools must be NAMESPACE/NAME")?;
+    let (pools_namespace, pools_name) =
+        args.lb_pools.split_once('/').context("--lb-pools must be NAMESPACE/NAME")?;
     let config = svcnet_controllers::Config {
         endpointslice: !args.no_endpointslice,
         node_lifecycle: !args.no_node_lifecycle,
@@ -50,7 +51,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         endpointslice_workers: args.concurrent_service_endpoint_syncs.max(1),
         mirror_endpoints: !args.no_endpoints,
         node_monitor_grace_period: Duration::from_secs(args.node_monitor_grace_period),
-        lb: svcnet_controllers::lb::LbConfig { pools_namespace: pools_namespace.to_string(), pools_name: pools_name.to_string() },
+        lb: svcnet_controllers::lb::LbConfig {
+            pools_namespace: pools_namespace.to_string(),
+            pools_name: pools_name.to_string(),
+        },
     };
     let cancel = CancellationToken::new();
     {
@@ -62,13 +66,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let client = match &args.kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("while reading {}", path.display()))?;
-            let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("while loading {}", path.display()))?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("while reading {}", path.display()))?;
+            let client_config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("while loading {}", path.display()))?;
             kube::Client::try_from(client_config).context("while creating the API client")?
         }
-        None => kube::Client::try_default().await.context("while loading the default kubeconfig")?,
+        None => {
+            kube::Client::try_default().await.context("while loading the default kubeconfig")?
+        }
     };
     svcnet_controllers::run(client, config, cancel).await.context("while running the controllers")
 }

@@ -25,7 +25,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.pod_name = name;
     }
     config.on_request = Some(Arc::new(|request: &EchoRequest| {
-        let time = jiff_now();
+        let time = k8s_openapi::jiff::Timestamp::now();
         if request.path.is_empty() {
             println!("{time} {} from {}", request.protocol, request.client);
         } else {
@@ -48,11 +48,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     server.serve(cancel).await?;
     Ok(())
-}
-
-fn jiff_now() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| format!("{}.{:03}", d.as_secs(), d.subsec_millis()))
-        .unwrap_or_default()
 }

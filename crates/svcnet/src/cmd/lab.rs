@@ -1,6 +1,6 @@
 //! `svcnet lab …`: the network-namespace lab (internet, router, VPC, control plane, two nodes
-//! in two zones, a VM outside the cluster). `up`, `down`, `exec`, `fail`, `heal` and `status`
-//! (hosts) are built; `check` needs the whole cluster running inside the lab.
+//! in two zones, a VM outside the cluster): `up`, `down`, `status`, `check`, `exec`, `fail`,
+//! `heal`, and two hidden helpers that `up` starts (`forward`, `workloads`).
 
 use std::path::PathBuf;
 
@@ -32,9 +32,13 @@ enum LabCommand {
         #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
         output: String,
     },
-    /// Run the reachability matrix (not built yet).
-    Check,
-    /// Run a command inside a lab host: internet, router, control-plane, node-1, node-2, vm-1.
+    /// Run the reachability matrix for real; exits non-zero on any mismatch.
+    Check {
+        #[arg(long, short, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
+    },
+    /// Run a command inside a lab host: internet, router, control-plane, node-1, node-2, vm-1,
+    /// pod/NAME[.NAMESPACE].
     Exec {
         host: String,
         #[arg(last = true, required = true)]
@@ -54,6 +58,38 @@ enum LabCommand {
         #[arg(long)]
         to: std::net::SocketAddr,
     },
+    /// Internal: the workload controllers (Deployments, ReplicaSets, scheduler), which
+    /// `svcnet server` does not run yet.
+    #[command(hide = true)]
+    Workloads {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+    },
+}
+
+/// Whether `svcnet node` runs the proxy in-process (it then has `--no-proxy`); otherwise the
+/// lab starts `svcnet proxy` beside it.
+fn node_runs_proxy() -> bool {
+    use clap::Args as _;
+    let command = super::node::Args::augment_args(clap::Command::new("node"));
+    command.get_arguments().any(|a| a.get_long() == Some("no-proxy"))
+}
+
+/// Whether `svcnet node` has the LoadBalancer speaker (`--announce-interface`).
+fn node_announces() -> bool {
+    use clap::Args as _;
+    let command = super::node::Args::augment_args(clap::Command::new("node"));
+    command.get_arguments().any(|a| a.get_long() == Some("announce-interface"))
+}
+
+fn load_state(data_dir: &std::path::Path) -> anyhow::Result<svcnet_lab::LabState> {
+    svcnet_lab::LabState::load(data_dir)?.ok_or_else(|| anyhow::anyhow!("the lab is not up (no state in {})", data_dir.display()))
+}
+
+async fn lab_client(data_dir: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = data_dir.join("kubeconfig");
+    anyhow::ensure!(kubeconfig.exists(), "the lab's cluster is not running (no {}; was it `lab up --network-only`?)", kubeconfig.display());
+    Ok(svcnet_lab::cluster::client(&kubeconfig).await?)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -70,10 +106,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 dataplane,
                 svcnet: std::env::current_exe().context("while locating the svcnet binary")?,
+                node_runs_proxy: node_runs_proxy(),
+                node_announces: node_announces(),
+                node_monitor_grace_period: 15,
             };
+            if !config.node_announces {
+                eprintln!("warning: `svcnet node` has no --announce-interface yet: LoadBalancer addresses are assigned but not announced on the VPC");
+            }
+            let started = std::time::Instant::now();
             match svcnet_lab::orchestrate::start_cluster(&config, &mut state).await {
                 Ok(kubeconfig) => {
-                    println!("lab is up; kubeconfig: {}", kubeconfig.display());
+                    println!("lab is up in {:.1}s; kubeconfig: {}", started.elapsed().as_secs_f64(), kubeconfig.display());
                     println!("next: KUBECONFIG={} kubectl get nodes", kubeconfig.display());
                     Ok(())
                 }
@@ -90,10 +133,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Status { output } => {
-            let state = svcnet_lab::LabState::load(&data_dir)?
-                .ok_or_else(|| anyhow::anyhow!("the lab is not up (no state in {})", data_dir.display()))?;
+            let state = load_state(&data_dir)?;
+            // Services come from the API when the cluster runs (not after `up --network-only`).
+            let services = match lab_client(&data_dir).await {
+                Ok(client) => Some(svcnet_lab::cluster::services(&client).await.context("while listing Services")?),
+                Err(_) => None,
+            };
             if output == "json" {
-                println!("{}", serde_json::to_string_pretty(&state.topology)?);
+                let json = serde_json::json!({
+                    "topology": state.topology,
+                    "failed": state.failed,
+                    "apiPort": state.forward_port,
+                    "services": services,
+                });
+                println!("{}", serde_json::to_string_pretty(&json)?);
                 return Ok(());
             }
             println!("{:<14} {:<10} {:<8} {:<16} POD CIDR", "HOST", "ROLE", "ZONE", "ADDRESS");
@@ -114,15 +167,65 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             if let Some(port) = state.forward_port {
                 println!("API: https://127.0.0.1:{port} (kubeconfig {})", data_dir.join("kubeconfig").display());
             }
+            if !state.failed.is_empty() {
+                println!("failed hosts: {}", state.failed.join(", "));
+            }
+            if let Some(services) = &services {
+                println!();
+                println!("{:<28} {:<13} {:<15} {:<15} {:<11} ANNOUNCED BY", "SERVICE", "TYPE", "CLUSTER-IP", "LB IP", "NODE PORTS");
+                for s in services {
+                    let ports: Vec<String> = s.node_ports.iter().map(i32::to_string).collect();
+                    println!(
+                        "{:<28} {:<13} {:<15} {:<15} {:<11} {}",
+                        format!("{}/{}", s.namespace, s.name),
+                        s.type_,
+                        s.cluster_ip.as_deref().unwrap_or("-"),
+                        s.load_balancer_ip.as_deref().unwrap_or("-"),
+                        if ports.is_empty() { "-".to_string() } else { ports.join(",") },
+                        s.announced_by.as_deref().unwrap_or(if s.load_balancer_ip.is_some() { "(nobody)" } else { "-" })
+                    );
+                }
+            }
             Ok(())
         }
-        LabCommand::Check => Err(super::NotBuilt("svcnet lab check").into()),
+        LabCommand::Check { output } => {
+            let state = load_state(&data_dir)?;
+            let client = lab_client(&data_dir).await?;
+            let plan = svcnet_lab::cluster::check_plan(&client, &state).await.context("while planning the check")?;
+            let report = svcnet_lab::check::run(&plan).await;
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", svcnet_lab::check::render_report(&report));
+            }
+            if !report.ok {
+                anyhow::bail!("the reachability check failed");
+            }
+            Ok(())
+        }
+        LabCommand::Workloads { kubeconfig } => {
+            let client = svcnet_lab::cluster::client(&kubeconfig).await?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let stop = cancel.clone();
+            tokio::spawn(async move {
+                super::node::wait_for_signal().await;
+                stop.cancel();
+            });
+            svcnet_workloads::run(client, svcnet_workloads::Config::default(), cancel).await.context("while running the workload controllers")?;
+            Ok(())
+        }
         LabCommand::Exec { host, command } => {
-            let state = svcnet_lab::LabState::load(&data_dir)?
-                .ok_or_else(|| anyhow::anyhow!("the lab is not up (no state in {})", data_dir.display()))?;
-            let target = state.topology.host(&host).ok_or_else(|| svcnet_lab::Error::UnknownHost(host.clone()))?;
+            let state = load_state(&data_dir)?;
+            let netns = match host.strip_prefix("pod/") {
+                Some(pod) => {
+                    let client = lab_client(&data_dir).await?;
+                    let pod = svcnet_lab::cluster::find_pod(&client, pod).await?;
+                    svcnet_lab::cluster::find_pod_netns(&pod).await?
+                }
+                None => state.topology.host(&host).ok_or_else(|| svcnet_lab::Error::UnknownHost(host.clone()))?.netns.clone(),
+            };
             let status = tokio::process::Command::new("ip")
-                .args(["netns", "exec", &target.netns])
+                .args(["netns", "exec", &netns])
                 .args(&command)
                 .status()
                 .await

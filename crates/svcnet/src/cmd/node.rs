@@ -1,4 +1,4 @@
-//! `svcnet node`: the node agent (Node registration, Lease, pod runner, log endpoint).
+//! `svcnet node`: the node agent (Node registration, Lease, pod runner, log endpoint, proxy).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -17,10 +17,12 @@ pub struct Args {
     /// The Node name.
     #[arg(long)]
     node_name: String,
-    /// Data plane of the in-process proxy (nftables, iptables, userspace); the proxy is not yet
-    /// run in-process, so this is recorded only.
+    /// Data plane of the in-process proxy: nftables, iptables or userspace.
+    #[arg(long, default_value = "userspace")]
+    dataplane: String,
+    /// Do not run the proxy in-process (run `svcnet proxy` separately).
     #[arg(long)]
-    dataplane: Option<String>,
+    no_proxy: bool,
     /// topology.kubernetes.io/zone of the Node.
     #[arg(long)]
     zone: Option<String>,
@@ -42,6 +44,9 @@ pub struct Args {
     /// Bridge name (bridge mode).
     #[arg(long, default_value = "svcnet0")]
     bridge: String,
+    /// Named network namespace holding the bridge (bridge mode); default: the agent's own.
+    #[arg(long)]
+    node_netns: Option<String>,
     /// Port of the log endpoint (0: any free port).
     #[arg(long, default_value_t = 10250)]
     kubelet_port: u16,
@@ -89,13 +94,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 bridge: args.bridge.clone(),
                 pod_cidr: cidr.parse().context("while parsing --pod-cidr")?,
                 routes: vec!["0.0.0.0/0".parse().context("default route")?],
+                node_netns: args.node_netns.clone(),
             }
         }
         other => anyhow::bail!("unknown --pod-network {other:?} (loopback or bridge)"),
     };
-    if let Some(dataplane) = &args.dataplane {
-        tracing::warn!(%dataplane, "the in-process proxy is not wired yet; run `svcnet proxy` alongside");
-    }
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        let dataplane: svcnet_proxy::DataPlaneKind =
+            args.dataplane.parse().context("while parsing --dataplane")?;
+        Some(svcnet_proxy::Config {
+            node_name: args.node_name.clone(),
+            zone: args.zone.clone(),
+            node_ips: vec![args.node_ip],
+            dataplane,
+            ..Default::default()
+        })
+    };
     let config = svcnet_agent::Config {
         node_name: args.node_name,
         node_ip: args.node_ip,
@@ -107,6 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         backoff_base: Duration::from_secs_f64(args.backoff_base_seconds.max(0.0)),
         cluster_domain: args.cluster_domain,
         dns: args.cluster_dns,
+        proxy,
         ..Default::default()
     };
     let cancel = CancellationToken::new();

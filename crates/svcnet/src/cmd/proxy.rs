@@ -64,6 +64,18 @@ pub struct Args {
     cleanup: bool,
 }
 
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(error).context("while writing the plan")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -110,8 +122,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
 
     if args.cleanup {
-        let (mut dataplane, _) = make_dataplane(dataplane, config.userspace.clone(), cancel.clone());
-        dataplane.cleanup().await.with_context(|| format!("while cleaning up the {} data plane", dataplane.name()))?;
+        let (mut dataplane, _) =
+            make_dataplane(dataplane, config.userspace.clone(), cancel.clone());
+        dataplane
+            .cleanup()
+            .await
+            .with_context(|| format!("while cleaning up the {} data plane", dataplane.name()))?;
         return Ok(());
     }
 
@@ -124,24 +140,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let plan = svcnet_proxy::plan(&model, &config.node_info());
         if args.dry_run || !args.once {
-            print!("{plan}");
+            let mut out = plan.to_string();
             match dataplane {
                 DataPlaneKind::Nftables => {
-                    println!("\n# nftables (nft -f -)");
-                    print!("{}", svcnet_proxy::render::nftables::render(&plan));
+                    out.push_str("\n# nftables (nft -f -)\n");
+                    out.push_str(&svcnet_proxy::render::nftables::render(&plan));
                 }
                 DataPlaneKind::Iptables => {
-                    println!("\n# iptables (iptables-restore --noflush)");
-                    print!("{}", svcnet_proxy::render::iptables::render(&plan));
+                    out.push_str("\n# iptables (iptables-restore --noflush)\n");
+                    out.push_str(&svcnet_proxy::render::iptables::render(&plan));
                 }
                 DataPlaneKind::Userspace => {}
             }
+            write_stdout(&out)?;
             return Ok(());
         }
-        let (mut programmed, _) = make_dataplane(dataplane, config.userspace.clone(), cancel.clone());
+        let (mut programmed, _) =
+            make_dataplane(dataplane, config.userspace.clone(), cancel.clone());
         let applied = programmed.apply(&plan).await;
         if dataplane != DataPlaneKind::Userspace {
-            applied.with_context(|| format!("while programming the {} data plane", programmed.name()))?;
+            applied.with_context(|| {
+                format!("while programming the {} data plane", programmed.name())
+            })?;
             return Ok(());
         }
         // A userspace data plane exists only while svcnet runs: serve until Ctrl-C.
@@ -161,13 +181,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("while reading {}", path.display()))?;
-            let client_config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .with_context(|| format!("while loading {}", path.display()))?;
+            let client_config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("while loading {}", path.display()))?;
             kube::Client::try_from(client_config).context("while creating the Kubernetes client")?
         }
-        None => kube::Client::try_default().await.context("while loading the default kubeconfig")?,
+        None => {
+            kube::Client::try_default().await.context("while loading the default kubeconfig")?
+        }
     };
     let mut task = tokio::spawn(svcnet_proxy::run(client, config, cancel.clone()));
     tokio::select! {

@@ -1,4 +1,5 @@
-//! `svcnet server`: the Kubernetes-compatible API server (and, once built, the controllers).
+//! `svcnet server`: the Kubernetes-compatible API server and, unless `--no-controllers`, the
+//! controllers (IPAM repair, EndpointSlices, LoadBalancer pools, node health) in-process.
 //!
 //! Prints where it listens and the kubeconfig path, then serves until Ctrl-C or SIGTERM.
 
@@ -49,7 +50,8 @@ mod ipnet_arg {
 }
 
 fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
-    let (a, b) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?} is not A-B"))?;
+    let (a, b) =
+        s.split_once('-').with_context(|| format!("--service-node-port-range {s:?} is not A-B"))?;
     let a: u16 = a.trim().parse().with_context(|| format!("--service-node-port-range {s:?}"))?;
     let b: u16 = b.trim().parse().with_context(|| format!("--service-node-port-range {s:?}"))?;
     anyhow::ensure!(a <= b && a > 0, "--service-node-port-range {s:?} is empty");
@@ -71,17 +73,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ..Default::default()
     };
     let cancel = CancellationToken::new();
-    let handle = svcnet_apiserver::start(config, cancel.clone()).await.context("while starting the API server")?;
+    let handle = svcnet_apiserver::start(config, cancel.clone())
+        .await
+        .context("while starting the API server")?;
     println!("svcnet API server listening on {}", handle.url);
     println!("kubeconfig: {}", handle.kubeconfig.display());
+    let mut controllers = None;
     if !args.no_controllers {
-        // TODO(lead): start `svcnet_controllers::run(client, Config::default(), cancel.child_token())`
-        // here once the controllers crate exports it.
-        tracing::info!("controllers are not built into this binary yet");
+        let kc = kube::config::Kubeconfig::read_from(&handle.kubeconfig)
+            .context("while reading the kubeconfig")?;
+        let kconfig = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .context("while loading the kubeconfig")?;
+        let client =
+            kube::Client::try_from(kconfig).context("while creating the controllers' client")?;
+        let token = cancel.child_token();
+        controllers = Some(tokio::spawn(async move {
+            if let Err(e) =
+                svcnet_controllers::run(client, svcnet_controllers::Config::default(), token).await
+            {
+                tracing::error!(error = %e, "controllers stopped");
+            }
+        }));
     }
     wait_for_signal().await;
     tracing::info!("shutting down");
     cancel.cancel();
+    if let Some(c) = controllers {
+        let _ = c.await;
+    }
     handle.stopped().await;
     Ok(())
 }

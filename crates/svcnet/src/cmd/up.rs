@@ -1,9 +1,218 @@
-//! `svcnet up` (not built yet).
+//! `svcnet up`: the API server, the controllers, one node (pods and proxy) and DNS in one
+//! process with the embedded store.
+//!
+//! The default needs no routes: the userspace data plane, with the Service, pod and
+//! LoadBalancer ranges inside 127.0.0.0/8, so every address is local to the host. Without
+//! root, ports below 1024 (a Service on port 80, DNS on 53) need `CAP_NET_BIND_SERVICE` or
+//! `net.ipv4.ip_unprivileged_port_start`; the proxy reports the Services it cannot serve.
+//! Running the node in its own network namespace with nftables/iptables is not built yet.
 
-/// Not built yet: this command exits with status 2.
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PostParams};
+use tokio_util::sync::CancellationToken;
+
+/// The ranges of `svcnet up` in its default (loopback) mode.
+pub const SERVICE_RANGE: &str = "127.96.0.0/16";
+pub const POD_RANGE: &str = "127.244.0.0/16";
+pub const INTERNAL_LB_RANGE: &str = "127.240.0.0/24";
+pub const EXTERNAL_LB_RANGE: &str = "127.241.0.0/24";
+/// The `kube-dns` Service address: the tenth of the Service range, as in Kubernetes.
+pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(127, 96, 0, 10);
+
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Where the cluster lives (store, certificates, kubeconfig, pod logs); a second `up` on the
+    /// same directory resumes the same cluster.
+    #[arg(long, default_value = "svcnet-data")]
+    pub data_dir: PathBuf,
+    /// The API server's address.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// The data plane of the node. Only `userspace` is built for `svcnet up` so far.
+    #[arg(long, default_value = "userspace", value_parser = ["userspace", "nftables", "iptables"])]
+    pub dataplane: String,
+    /// The node's name.
+    #[arg(long, default_value = "svcnet-up")]
+    pub node_name: String,
+    /// Do not run cluster DNS.
+    #[arg(long)]
+    pub no_dns: bool,
+}
 
-pub async fn run(_args: Args) -> anyhow::Result<()> {
-    Err(super::NotBuilt("svcnet up").into())
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.dataplane != "userspace" {
+        return Err(super::NotBuilt("svcnet up --dataplane nftables|iptables (the node in its own network namespace)").into());
+    }
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("while creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir).context("while resolving the data dir")?;
+    let cancel = CancellationToken::new();
+    let server_config = svcnet_apiserver::Config {
+        data_dir: data_dir.join("server"),
+        listen: args.listen,
+        store: "embedded".to_string(),
+        service_cluster_ip_ranges: vec![SERVICE_RANGE.parse()?],
+        ..svcnet_apiserver::Config::default()
+    };
+    let server = svcnet_apiserver::start(server_config, cancel.clone()).await.context("while starting the API server")?;
+    let kubeconfig = data_dir.join("kubeconfig");
+    std::fs::copy(&server.kubeconfig, &kubeconfig).context("while writing the kubeconfig")?;
+    set_private(&kubeconfig)?;
+    let client = client_for(&kubeconfig).await?;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let node_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    let controllers = svcnet_controllers::Config::default();
+    tasks.spawn(component("controllers", svcnet_controllers::run(client.clone(), controllers, cancel.clone())));
+    tasks.spawn(component("workloads", svcnet_workloads::run(client.clone(), svcnet_workloads::Config::default(), cancel.clone())));
+
+    let agent = svcnet_agent::Config {
+        node_name: args.node_name.clone(),
+        node_ip,
+        network: svcnet_agent::PodNetwork::Loopback { range: POD_RANGE.parse()? },
+        data_dir: data_dir.join("node"),
+        kubelet_port: 0,
+        ..svcnet_agent::Config::default()
+    };
+    tasks.spawn(component("node", svcnet_agent::run(client.clone(), agent, cancel.clone())));
+
+    let proxy = svcnet_proxy::Config {
+        node_name: args.node_name.clone(),
+        node_ips: vec![node_ip],
+        dataplane: svcnet_proxy::DataPlaneKind::Userspace,
+        metrics_bind_address: None,
+        healthz_bind_address: None,
+        health_check_bind_addresses: vec![node_ip],
+        ..svcnet_proxy::Config::default()
+    };
+    tasks.spawn(component("proxy", svcnet_proxy::run(client.clone(), proxy, cancel.clone())));
+
+    ensure_lb_pools(&client).await?;
+    if !args.no_dns {
+        // DNS listens on a free loopback port; the kube-dns Service (127.96.0.10:53) reaches
+        // it through the proxy, like any other Service.
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("while choosing a DNS port")?;
+        let dns_addr = socket.local_addr()?;
+        drop(socket);
+        let dns = svcnet_dns::Config {
+            listen: dns_addr,
+            service_cidrs: vec![SERVICE_RANGE.parse()?],
+            pod_cidrs: vec![POD_RANGE.parse()?],
+            ..svcnet_dns::Config::default()
+        };
+        tasks.spawn(component("dns", svcnet_dns::run(client.clone(), dns, cancel.clone())));
+        ensure_kube_dns(&client, dns_addr).await?;
+    }
+
+    println!("svcnet is up");
+    println!("  API server:  {}", server.url);
+    println!("  kubeconfig:  {}", kubeconfig.display());
+    println!("  services:    {SERVICE_RANGE} (DNS {DNS_SERVICE_IP}), pods: {POD_RANGE}");
+    println!("  LB pools:    internal {INTERNAL_LB_RANGE}, external {EXTERNAL_LB_RANGE}");
+    println!("next: KUBECONFIG={} kubectl apply -f examples/", kubeconfig.display());
+
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("stopping"),
+        Some(done) = tasks.join_next() => {
+            if let Ok(Err(err)) = done {
+                tracing::error!(error = %format!("{err:#}"), "a component failed; stopping");
+            }
+        }
+    }
+    cancel.cancel();
+    while tasks.join_next().await.is_some() {}
+    server.wait().await;
+    Ok(())
+}
+
+/// Runs one component, naming it in its error.
+async fn component<E>(name: &'static str, fut: impl std::future::Future<Output = Result<(), E>>) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    fut.await.with_context(|| format!("{name} failed"))
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).context("while reading the kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("while loading the kubeconfig")?;
+    kube::Client::try_from(config).context("while creating the API client")
+}
+
+fn set_private(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).context("while protecting the kubeconfig")
+}
+
+/// The LoadBalancer pools of `svcnet up`: both inside 127.0.0.0/8.
+async fn ensure_lb_pools(client: &kube::Client) -> anyhow::Result<()> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    let pools = format!(
+        "- name: internal\n  scope: internal\n  addresses: [\"{INTERNAL_LB_RANGE}\"]\n- name: external\n  scope: external\n  addresses: [\"{EXTERNAL_LB_RANGE}\"]\n"
+    );
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "svcnet-lb-pools", "namespace": "kube-system"},
+        "data": {"pools.yaml": pools},
+    }))?;
+    create_if_absent(&api, &cm).await.context("while creating the LoadBalancer pools")
+}
+
+/// `kube-system/kube-dns`: a selectorless Service at the tenth address with a slice pointing at
+/// the DNS server's real address.
+async fn ensure_kube_dns(client: &kube::Client, dns: SocketAddr) -> anyhow::Result<()> {
+    let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    let svc: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"clusterIP": DNS_SERVICE_IP.to_string(), "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()}]},
+    }))?;
+    create_if_absent(&services, &svc).await.context("while creating the kube-dns Service")?;
+    // The slice is rewritten on every start: the DNS port is chosen anew each time.
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kube-dns-svcnet-up", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "svcnet-up"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [dns.ip().to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "dns", "port": dns.port(), "protocol": "UDP"}, {"name": "dns-tcp", "port": dns.port(), "protocol": "TCP"}],
+    }))?;
+    let _ = slices.delete("kube-dns-svcnet-up", &Default::default()).await;
+    slices.create(&PostParams::default(), &slice).await.context("while publishing the DNS endpoints")?;
+    Ok(())
+}
+
+async fn create_if_absent<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
