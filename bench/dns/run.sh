@@ -24,10 +24,13 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 SVCNET_PORT=$(free_port)
 UNBOUND_PORT=$(free_port)
 
-echo "== building (release)"
-(cd "$ROOT" && cargo build --release -q -p svcnet-dns --example serve_static)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-SERVE="$TARGET_DIR/release/examples/serve_static"
+# SERVE=path/to/serve_static skips the build (e.g. a debug build for a quick check).
+if [ -z "${SERVE:-}" ]; then
+    echo "== building (release)"
+    (cd "$ROOT" && cargo build --release -q -p svcnet-dns --example serve_static)
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    SERVE="$TARGET_DIR/release/examples/serve_static"
+fi
 
 python3 "$HERE/gen.py" "$WORK" "$UNBOUND_PORT"
 

@@ -341,7 +341,7 @@ pub async fn collection_snapshot(
     let want_fresh = !matches!(rv_param, Some("0"));
     if want_fresh {
         let current = state.store.current_revision().await?;
-        if !state.cache.wait_for(current, Duration::from_secs(3)).await {
+        if !state.cache.wait_for(current, Duration::from_secs(1)).await {
             // The cache is behind (or the store revision moved for keys it does not follow):
             // read the store directly.
             let (kvs, rev) = state.store.list(prefix).await?;

@@ -169,7 +169,7 @@ pub async fn watch(
             if rv.is_none() || send_initial == Some(true) {
                 // "Most recent": make the snapshot at least as new as the store.
                 let current = state.store.current_revision().await?;
-                state.cache.wait_for(current, Duration::from_secs(3)).await;
+                state.cache.wait_for(current, Duration::from_secs(1)).await;
             }
             let (objects, rev, sub) = state.cache.snapshot_and_subscribe(&prefix);
             (Start::Snapshot { objects, rev, initial_end: send_initial == Some(true) }, sub)

@@ -11,7 +11,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args.next().ok_or("usage: serve_static OBJECTS.json ADDR [UDP_WORKERS]")?;
     let listen = args.next().ok_or("missing ADDR")?.parse()?;
     let udp_workers = args.next().map(|n| n.parse()).transpose()?.unwrap_or(0);
-    let objects = svcnet_dns::Objects::from_list_json(&std::fs::read_to_string(path)?)?;
+    let mut objects = svcnet_dns::Objects::from_list_json(&std::fs::read_to_string(path)?)?;
     let cancel = CancellationToken::new();
     let config = svcnet_dns::Config {
         listen,
@@ -23,6 +23,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..svcnet_dns::Config::default()
     };
     let handle = svcnet_dns::serve_static(config, &objects, cancel.clone()).await?;
+    // Like `run`, keep Services, EndpointSlices and Namespaces (the reflector stores) but not
+    // whole Pods (the watch keeps only namespace and IPs, which live in the zone).
+    objects.pods = Vec::new();
     let zone = handle.zone();
     eprintln!(
         "serving {} services, {} names on {}",

@@ -1,5 +1,6 @@
 //! Keeps the zone snapshot in step with the cluster: kube-rs reflectors over Services,
-//! EndpointSlices, Namespaces and (only for verified pod records or autopath) Pods, and one
+//! EndpointSlices and Namespaces, a compact watch of Pods (only for verified pod records or
+//! autopath: namespace and IPs of each), and one
 //! task that rebuilds the whole zone after changes and swaps it in.
 //!
 //! Readers never block: a rebuild makes a new `Zone` and swaps an `Arc`. Changes that arrive
@@ -7,10 +8,11 @@
 //! incremental updates (a full build of 10,000 Services takes milliseconds) and label or
 //! namespace filters.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -25,7 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::zone::{PodMode, Zone, ZoneConfig};
+use crate::zone::{PodIps, PodMode, Zone, ZoneConfig};
 
 fn spawn_reflector<K>(
     api: Api<K>,
@@ -83,19 +85,76 @@ fn strip_namespace(namespace: &mut Namespace) {
     namespace.status = None;
 }
 
-fn strip_pod(pod: &mut Pod) {
-    // Only the namespace and the pod IPs matter here; drop the rest to save memory.
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.metadata.labels = None;
-    pod.metadata.owner_references = None;
-    pod.spec = None;
-    if let Some(status) = &mut pod.status {
-        status.conditions = None;
-        status.container_statuses = None;
-        status.init_container_statuses = None;
-        status.ephemeral_container_statuses = None;
-    }
+/// Pods as the zone needs them, keyed by (namespace, name).
+type PodMap = HashMap<(String, String), PodIps>;
+
+/// Watches Pods without a reflector: only namespace and IPs are kept (a `Pod` value is over
+/// 2 KB). A relist builds a new map and swaps it in at `InitDone`.
+fn spawn_pod_watch(
+    api: Api<Pod>,
+    pods: Arc<Mutex<PodMap>>,
+    synced: tokio::sync::watch::Sender<bool>,
+    changed: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut relisted: Option<PodMap> = None;
+        let key = |pod: &Pod| {
+            (
+                pod.metadata.namespace.clone().unwrap_or_default(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            )
+        };
+        loop {
+            let event = tokio::select! {
+                () = cancel.cancelled() => return,
+                event = stream.next() => event,
+            };
+            let pods = |edit: &mut dyn FnMut(&mut PodMap)| {
+                let mut guard = pods.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                edit(&mut guard);
+            };
+            match event {
+                Some(Ok(watcher::Event::Init)) => relisted = Some(PodMap::new()),
+                Some(Ok(watcher::Event::InitApply(pod))) => {
+                    if let Some(map) = &mut relisted {
+                        map.insert(key(&pod), PodIps::of(&pod));
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    let map = relisted.take().unwrap_or_default();
+                    let mut map = Some(map);
+                    pods(&mut |current| *current = map.take().unwrap_or_default());
+                    let _ = synced.send(true);
+                    changed.notify_one();
+                }
+                Some(Ok(watcher::Event::Apply(pod))) => {
+                    let entry = PodIps::of(&pod);
+                    let mut was_same = false;
+                    pods(&mut |current| {
+                        was_same = current.get(&key(&pod)) == Some(&entry);
+                        current.insert(key(&pod), entry.clone());
+                    });
+                    // Most pod updates (conditions, statuses) do not change the zone.
+                    if !was_same {
+                        changed.notify_one();
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(pod))) => {
+                    pods(&mut |current| {
+                        current.remove(&key(&pod));
+                    });
+                    changed.notify_one();
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(kind = "Pod", error = %err, "watch failed, retrying")
+                }
+                None => return,
+            }
+        }
+    });
 }
 
 /// Watches the cluster and swaps rebuilt zones into `zone` until `cancel`; sets `ready` after
@@ -127,16 +186,25 @@ pub async fn run(
         changed.clone(),
         cancel.clone(),
     );
-    let pods = (config.pods == PodMode::Verified || config.autopath).then(|| {
-        spawn_reflector(Api::<Pod>::all(client.clone()), strip_pod, changed.clone(), cancel.clone())
-    });
+    let pods: Arc<Mutex<PodMap>> = Arc::default();
+    let (pods_synced_tx, mut pods_synced) = tokio::sync::watch::channel(false);
+    let watch_pods = config.pods == PodMode::Verified || config.autopath;
+    if watch_pods {
+        spawn_pod_watch(
+            Api::<Pod>::all(client.clone()),
+            pods.clone(),
+            pods_synced_tx,
+            changed.clone(),
+            cancel.clone(),
+        );
+    }
 
     let synced = async {
         let _ = services.wait_until_ready().await;
         let _ = endpoint_slices.wait_until_ready().await;
         let _ = namespaces.wait_until_ready().await;
-        if let Some(pods) = &pods {
-            let _ = pods.wait_until_ready().await;
+        if watch_pods {
+            let _ = pods_synced.wait_for(|synced| *synced).await;
         }
     };
     tokio::select! {
@@ -148,14 +216,17 @@ pub async fn run(
     let mut serial: u32 = 1;
     loop {
         let start = Instant::now();
-        let pod_state = pods.as_ref().map(Store::state).unwrap_or_default();
-        let built = Zone::build(
-            &services.state(),
-            &endpoint_slices.state(),
-            &pod_state,
-            &namespaces.state(),
-            &ZoneConfig { serial, ..config.clone() },
-        );
+        let built = {
+            let pods = pods.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let pod_refs: Vec<&PodIps> = pods.values().collect();
+            Zone::build(
+                &services.state(),
+                &endpoint_slices.state(),
+                &pod_refs,
+                &namespaces.state(),
+                &ZoneConfig { serial, ..config.clone() },
+            )
+        };
         for warning in built.warnings() {
             tracing::debug!(warning, "object skipped");
         }

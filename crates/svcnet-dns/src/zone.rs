@@ -55,6 +55,81 @@ impl std::str::FromStr for PodMode {
     }
 }
 
+/// What the zone needs of a pod: its namespace and IPs. Implemented for `Pod` and for the
+/// compact [`PodIps`] the watch keeps (a whole `Pod` is over 2 KB even when emptied).
+pub trait PodAddresses {
+    /// The pod's namespace.
+    fn namespace(&self) -> Option<&str>;
+    /// The pod's IPs (`status.podIPs`, else `status.podIP`).
+    fn ips(&self) -> Vec<IpAddr>;
+}
+
+impl PodAddresses for Pod {
+    fn namespace(&self) -> Option<&str> {
+        self.metadata.namespace.as_deref()
+    }
+
+    fn ips(&self) -> Vec<IpAddr> {
+        let Some(status) = &self.status else {
+            return Vec::new();
+        };
+        let mut ips: Vec<IpAddr> =
+            status.pod_ips.iter().flatten().filter_map(|pod_ip| pod_ip.ip.parse().ok()).collect();
+        if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok())
+            && !ips.contains(&ip)
+        {
+            ips.push(ip);
+        }
+        ips
+    }
+}
+
+/// The part of a pod the zone uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodIps {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's IPs.
+    pub ips: Vec<IpAddr>,
+}
+
+impl PodIps {
+    /// The compact form of a pod.
+    pub fn of(pod: &Pod) -> PodIps {
+        PodIps { namespace: pod.metadata.namespace.clone().unwrap_or_default(), ips: pod.ips() }
+    }
+}
+
+impl PodAddresses for PodIps {
+    fn namespace(&self) -> Option<&str> {
+        Some(&self.namespace)
+    }
+
+    fn ips(&self) -> Vec<IpAddr> {
+        self.ips.clone()
+    }
+}
+
+impl<T: PodAddresses + ?Sized> PodAddresses for &T {
+    fn namespace(&self) -> Option<&str> {
+        (**self).namespace()
+    }
+
+    fn ips(&self) -> Vec<IpAddr> {
+        (**self).ips()
+    }
+}
+
+impl<T: PodAddresses + ?Sized> PodAddresses for std::sync::Arc<T> {
+    fn namespace(&self) -> Option<&str> {
+        (**self).namespace()
+    }
+
+    fn ips(&self) -> Vec<IpAddr> {
+        (**self).ips()
+    }
+}
+
 /// What the zone is built with.
 #[derive(Clone, Debug)]
 pub struct ZoneConfig {
@@ -221,7 +296,7 @@ impl Zone {
     where
         S: Borrow<Service>,
         E: Borrow<EndpointSlice>,
-        P: Borrow<Pod>,
+        P: PodAddresses,
         N: Borrow<Namespace>,
     {
         let domain = config.cluster_domain.trim_end_matches('.');
@@ -297,25 +372,14 @@ impl Zone {
 
         if config.pods == PodMode::Verified || config.autopath {
             for pod in pods {
-                let pod = pod.borrow();
-                let Some(ns) = &pod.metadata.namespace else {
+                let Some(ns) = pod.namespace() else {
                     continue;
                 };
-                let status_ips = pod.status.as_ref().map(|status| {
-                    let mut ips: Vec<&str> =
-                        status.pod_ips.iter().flatten().map(|pod_ip| pod_ip.ip.as_str()).collect();
-                    if let Some(ip) = &status.pod_ip {
-                        ips.push(ip.as_str());
-                    }
-                    ips
-                });
-                for ip in status_ips.into_iter().flatten() {
-                    if let Ok(ip) = ip.parse::<IpAddr>() {
-                        let entry = zone.pod_namespaces.entry(ip).or_default();
-                        let ns = ns.to_ascii_lowercase();
-                        if !entry.contains(&ns) {
-                            entry.push(ns);
-                        }
+                let ns = ns.to_ascii_lowercase();
+                for ip in pod.ips() {
+                    let entry = zone.pod_namespaces.entry(ip).or_default();
+                    if !entry.contains(&ns) {
+                        entry.push(ns.clone());
                     }
                 }
             }

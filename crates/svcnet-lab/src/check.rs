@@ -42,7 +42,8 @@ impl Source {
 }
 
 impl Target {
-    pub const ALL: [Target; 4] = [Target::ClusterIp, Target::NodePort, Target::InternalLb, Target::ExternalLb];
+    pub const ALL: [Target; 4] =
+        [Target::ClusterIp, Target::NodePort, Target::InternalLb, Target::ExternalLb];
     pub fn label(self) -> &'static str {
         match self {
             Target::ClusterIp => "ClusterIP",
@@ -107,7 +108,11 @@ pub fn render(cells: &[Cell], zones_seen: &BTreeSet<String>) -> String {
         out.push('\n');
     }
     let zones: Vec<&str> = zones_seen.iter().map(String::as_str).collect();
-    let _ = writeln!(out, "answers came from zones: {}", if zones.is_empty() { "none".to_string() } else { zones.join(", ") });
+    let _ = writeln!(
+        out,
+        "answers came from zones: {}",
+        if zones.is_empty() { "none".to_string() } else { zones.join(", ") }
+    );
     out
 }
 
@@ -121,7 +126,23 @@ pub struct Report {
     pub zones_expected: BTreeSet<String>,
     /// Hosts cut off with `lab fail` when the check ran.
     pub failed_hosts: Vec<String>,
+    /// Cluster DNS from the pod: the ClusterIP Service's name resolves to its ClusterIP.
+    pub dns: Option<DnsCheck>,
     pub ok: bool,
+}
+
+/// One DNS lookup from the pod source.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsCheck {
+    pub name: String,
+    pub expected: String,
+    pub answer: Option<String>,
+}
+
+impl DnsCheck {
+    pub fn ok(&self) -> bool {
+        self.answer.as_deref() == Some(self.expected.as_str())
+    }
 }
 
 /// What to probe: each source's namespace and each target's address (`None`: not assigned,
@@ -134,6 +155,8 @@ pub struct Plan {
     pub pod_zones: std::collections::BTreeMap<String, String>,
     pub zones_expected: BTreeSet<String>,
     pub failed_hosts: Vec<String>,
+    /// A name to look up from the pod source, and the address it must resolve to.
+    pub dns: Option<(String, String)>,
 }
 
 /// Attempts per cell: a cell answers when any attempt does (a backend on a node that just
@@ -157,7 +180,8 @@ pub async fn run(plan: &Plan) -> Report {
     let mut jobs = Vec::new();
     for (source, netns) in &plan.sources {
         for (target, address) in &plan.targets {
-            let (source, target, netns, address) = (*source, *target, netns.clone(), address.clone());
+            let (source, target, netns, address) =
+                (*source, *target, netns.clone(), address.clone());
             jobs.push(async move {
                 let answered_by = probe_cell(&netns, address.as_deref()).await;
                 Cell {
@@ -171,7 +195,8 @@ pub async fn run(plan: &Plan) -> Report {
         }
     }
     let vm = plan.sources.iter().find(|(s, _)| *s == Source::Vm).map(|(_, ns)| ns.clone());
-    let internal = plan.targets.iter().find(|(t, _)| *t == Target::InternalLb).and_then(|(_, a)| a.clone());
+    let internal =
+        plan.targets.iter().find(|(t, _)| *t == Target::InternalLb).and_then(|(_, a)| a.clone());
     let samples = async {
         let (Some(vm), Some(internal)) = (vm, internal) else { return Vec::new() };
         let url = format!("http://{internal}/");
@@ -185,15 +210,42 @@ pub async fn run(plan: &Plan) -> Report {
         }
         answers
     };
-    let (cells, samples) = futures::join!(futures::future::join_all(jobs), samples);
+    let pod = plan.sources.iter().find(|(s, _)| *s == Source::Pod).map(|(_, ns)| ns.clone());
+    let dns = async {
+        let ((name, expected), pod) = (plan.dns.clone()?, pod?);
+        let answer = lookup(&pod, &name).await;
+        Some(DnsCheck { name, expected, answer })
+    };
+    let (cells, samples, dns) = futures::join!(futures::future::join_all(jobs), samples, dns);
     let zones_seen: BTreeSet<String> = cells
         .iter()
         .filter_map(|c| c.answered_by.clone())
         .chain(samples)
         .filter_map(|pod| plan.pod_zones.get(&pod).cloned())
         .collect();
-    let ok = cells.iter().all(Cell::ok) && plan.zones_expected.is_subset(&zones_seen);
-    Report { cells, zones_seen, zones_expected: plan.zones_expected.clone(), failed_hosts: plan.failed_hosts.clone(), ok }
+    let ok = cells.iter().all(Cell::ok)
+        && plan.zones_expected.is_subset(&zones_seen)
+        && dns.as_ref().is_none_or(DnsCheck::ok);
+    Report {
+        cells,
+        zones_seen,
+        zones_expected: plan.zones_expected.clone(),
+        failed_hosts: plan.failed_hosts.clone(),
+        dns,
+        ok,
+    }
+}
+
+/// Resolves `name` with `dig` inside `netns` (its resolv.conf: the pod's, naming cluster DNS).
+async fn lookup(netns: &str, name: &str) -> Option<String> {
+    let output = tokio::process::Command::new("ip")
+        .args(["netns", "exec", netns, "dig", "+short", "+time=1", "+tries=2", name])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with(';')).map(str::to_string)
 }
 
 /// The report as text: the matrix, the zones, and a verdict line.
@@ -202,9 +254,16 @@ pub fn render_report(report: &Report) -> String {
     if !report.failed_hosts.is_empty() {
         let _ = writeln!(out, "failed hosts: {}", report.failed_hosts.join(", "));
     }
-    let missing: Vec<&str> = report.zones_expected.difference(&report.zones_seen).map(String::as_str).collect();
+    let missing: Vec<&str> =
+        report.zones_expected.difference(&report.zones_seen).map(String::as_str).collect();
     if !missing.is_empty() {
         let _ = writeln!(out, "MISMATCH: no answer from zone(s) {}", missing.join(", "));
+    }
+    if let Some(dns) = &report.dns {
+        let seen = dns.answer.as_deref().unwrap_or("no answer");
+        let mark = if dns.ok() { "ok" } else { "MISMATCH" };
+        let _ =
+            writeln!(out, "DNS from a pod: {} -> {seen} (want {}) {mark}", dns.name, dns.expected);
     }
     let _ = writeln!(out, "{}", if report.ok { "check passed" } else { "check FAILED" });
     out
@@ -240,8 +299,20 @@ mod tests {
     #[test]
     fn render_marks_mismatches() {
         let cells = vec![
-            Cell { source: Source::Vm, target: Target::ClusterIp, address: "10.96.0.20:80".into(), expected: false, answered_by: Some("echo-1".into()) },
-            Cell { source: Source::Vm, target: Target::NodePort, address: "10.200.0.11:30080".into(), expected: true, answered_by: Some("echo-2".into()) },
+            Cell {
+                source: Source::Vm,
+                target: Target::ClusterIp,
+                address: "10.96.0.20:80".into(),
+                expected: false,
+                answered_by: Some("echo-1".into()),
+            },
+            Cell {
+                source: Source::Vm,
+                target: Target::NodePort,
+                address: "10.200.0.11:30080".into(),
+                expected: true,
+                answered_by: Some("echo-2".into()),
+            },
         ];
         let zones = ["zone-a".to_string()].into_iter().collect();
         let text = render(&cells, &zones);

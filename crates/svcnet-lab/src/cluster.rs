@@ -38,9 +38,10 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
 pub async fn client(kubeconfig: &Path) -> Result<kube::Client> {
     let config = kube::config::Kubeconfig::read_from(kubeconfig)
         .map_err(|e| Error::Internal(format!("cannot read {}: {e}", kubeconfig.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Internal(format!("cannot load {}: {e}", kubeconfig.display())))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Internal(format!("cannot load {}: {e}", kubeconfig.display())))?;
     kube::Client::try_from(config).map_err(api_err("cannot create the API client"))
 }
 
@@ -70,12 +71,13 @@ pub async fn wait_readyz(client: &kube::Client, timeout: Duration) -> Result<()>
     wait_for(timeout, "the API server did not answer /readyz", || {
         let client = client.clone();
         async move {
-        let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(Duration::from_secs(2), client.request_text(request)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err("no answer within 2s".to_string()),
-        }
+            let request =
+                http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_secs(2), client.request_text(request)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(_) => Err("no answer within 2s".to_string()),
+            }
         }
     })
     .await
@@ -89,15 +91,27 @@ fn node_is_ready(node: &Node) -> bool {
 }
 
 /// Waits until every Node in `names` exists and is Ready.
-pub async fn wait_nodes_ready(client: &kube::Client, names: &[String], timeout: Duration) -> Result<()> {
+pub async fn wait_nodes_ready(
+    client: &kube::Client,
+    names: &[String],
+    timeout: Duration,
+) -> Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     wait_for(timeout, "the lab's nodes did not become Ready", || {
         let nodes = nodes.clone();
         async move {
             let list = nodes.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-            let ready: Vec<String> =
-                list.items.iter().filter(|n| node_is_ready(n)).filter_map(|n| n.metadata.name.clone()).collect();
-            if names.iter().all(|n| ready.contains(n)) { Ok(()) } else { Err(format!("ready nodes: {ready:?}")) }
+            let ready: Vec<String> = list
+                .items
+                .iter()
+                .filter(|n| node_is_ready(n))
+                .filter_map(|n| n.metadata.name.clone())
+                .collect();
+            if names.iter().all(|n| ready.contains(n)) {
+                Ok(())
+            } else {
+                Err(format!("ready nodes: {ready:?}"))
+            }
         }
     })
     .await
@@ -136,10 +150,55 @@ pub async fn ensure_lb_pools(client: &kube::Client, topology: &Topology) -> Resu
     create_if_absent(&api, &cm, "ConfigMap kube-system/svcnet-lb-pools").await
 }
 
+/// The `kube-dns` Service address: the tenth of the Service range, as in Kubernetes.
+pub fn dns_service_ip(topology: &Topology) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(topology.service_cidr.network()) + 10)
+}
+
+/// `kube-system/kube-dns`: a selectorless Service at the tenth address with an EndpointSlice
+/// pointing at `svcnet dns` on the control plane (`dns`), as `svcnet up` does.
+pub async fn ensure_kube_dns(
+    client: &kube::Client,
+    topology: &Topology,
+    dns: std::net::Ipv4Addr,
+) -> Result<()> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    fn to_object<K: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<K> {
+        serde_json::from_value(value).map_err(|e| Error::Internal(e.to_string()))
+    }
+    let svc: Service = to_object(serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"clusterIP": dns_service_ip(topology).to_string(), "ports": [
+            {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+            {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]},
+    }))?;
+    create_if_absent(
+        &Api::<Service>::namespaced(client.clone(), "kube-system"),
+        &svc,
+        "Service kube-system/kube-dns",
+    )
+    .await?;
+    let slice: EndpointSlice = to_object(serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kube-dns-lab", "namespace": "kube-system",
+                     "labels": {"kubernetes.io/service-name": "kube-dns", "endpointslice.kubernetes.io/managed-by": "svcnet-lab"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [dns.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+    }))?;
+    create_if_absent(
+        &Api::<EndpointSlice>::namespaced(client.clone(), "kube-system"),
+        &slice,
+        "EndpointSlice kube-system/kube-dns-lab",
+    )
+    .await
+}
+
 /// The demo manifests, parsed (pure; a unit test pins that the embedded file parses).
 pub fn demo_objects() -> Result<Vec<serde_json::Value>> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(DEMO_YAML).map_err(|e| Error::Internal(format!("demo.yaml: {e}")))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(DEMO_YAML)
+        .map_err(|e| Error::Internal(format!("demo.yaml: {e}")))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -151,13 +210,32 @@ fn typed<K: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<K>
 pub async fn apply_demo(client: &kube::Client) -> Result<()> {
     for doc in demo_objects()? {
         let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_string();
-        let name = doc.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-        let namespace = doc.pointer("/metadata/namespace").and_then(|n| n.as_str()).unwrap_or(DEMO_NAMESPACE);
+        let name =
+            doc.pointer("/metadata/name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
+        let namespace =
+            doc.pointer("/metadata/namespace").and_then(|n| n.as_str()).unwrap_or(DEMO_NAMESPACE);
         let what = format!("{kind} {namespace}/{name}");
         match kind.as_str() {
-            "Namespace" => create_if_absent(&Api::<Namespace>::all(client.clone()), &typed(&doc)?, &what).await?,
-            "Deployment" => create_if_absent(&Api::<Deployment>::namespaced(client.clone(), namespace), &typed(&doc)?, &what).await?,
-            "Service" => create_if_absent(&Api::<Service>::namespaced(client.clone(), namespace), &typed(&doc)?, &what).await?,
+            "Namespace" => {
+                create_if_absent(&Api::<Namespace>::all(client.clone()), &typed(&doc)?, &what)
+                    .await?
+            }
+            "Deployment" => {
+                create_if_absent(
+                    &Api::<Deployment>::namespaced(client.clone(), namespace),
+                    &typed(&doc)?,
+                    &what,
+                )
+                .await?
+            }
+            "Service" => {
+                create_if_absent(
+                    &Api::<Service>::namespaced(client.clone(), namespace),
+                    &typed(&doc)?,
+                    &what,
+                )
+                .await?
+            }
             other => return Err(Error::Internal(format!("demo.yaml: unexpected kind {other:?}"))),
         }
     }
@@ -190,7 +268,11 @@ fn pod_info(pod: &Pod) -> PodInfo {
 }
 
 /// Pods in `namespace` (all namespaces when `None`) matching `selector`.
-pub async fn pods(client: &kube::Client, namespace: Option<&str>, selector: Option<&str>) -> Result<Vec<PodInfo>> {
+pub async fn pods(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    selector: Option<&str>,
+) -> Result<Vec<PodInfo>> {
     let api: Api<Pod> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -232,15 +314,27 @@ pub fn lb_lease_name(address: &str) -> String {
 
 /// Every Service (all namespaces), with the announcing node of each LB address.
 pub async fn services(client: &kube::Client) -> Result<Vec<ServiceInfo>> {
-    let list = Api::<Service>::all(client.clone()).list(&ListParams::default()).await.map_err(api_err("cannot list Services"))?;
-    let leases: BTreeMap<String, String> = match Api::<Lease>::namespaced(client.clone(), "kube-system").list(&ListParams::default()).await {
-        Ok(leases) => leases
-            .items
-            .into_iter()
-            .filter_map(|l| Some((l.metadata.name.clone()?, l.spec?.holder_identity.filter(|h| !h.is_empty())?)))
-            .collect(),
-        Err(_) => BTreeMap::new(),
-    };
+    let list = Api::<Service>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err("cannot list Services"))?;
+    let leases: BTreeMap<String, String> =
+        match Api::<Lease>::namespaced(client.clone(), "kube-system")
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(leases) => leases
+                .items
+                .into_iter()
+                .filter_map(|l| {
+                    Some((
+                        l.metadata.name.clone()?,
+                        l.spec?.holder_identity.filter(|h| !h.is_empty())?,
+                    ))
+                })
+                .collect(),
+            Err(_) => BTreeMap::new(),
+        };
     let mut out: Vec<ServiceInfo> = list
         .items
         .iter()
@@ -252,7 +346,8 @@ pub async fn services(client: &kube::Client) -> Result<Vec<ServiceInfo>> {
                 .and_then(|s| s.load_balancer.as_ref())
                 .and_then(|lb| lb.ingress.as_ref())
                 .and_then(|ingress| ingress.iter().find_map(|i| i.ip.clone()));
-            let announced_by = load_balancer_ip.as_ref().and_then(|ip| leases.get(&lb_lease_name(ip)).cloned());
+            let announced_by =
+                load_balancer_ip.as_ref().and_then(|ip| leases.get(&lb_lease_name(ip)).cloned());
             let ports = spec.ports.clone().unwrap_or_default();
             ServiceInfo {
                 namespace: svc.metadata.namespace.clone().unwrap_or_default(),
@@ -272,27 +367,43 @@ pub async fn services(client: &kube::Client) -> Result<Vec<ServiceInfo>> {
 
 /// Waits until the demo is serving: the echo pods are Ready on nodes of every zone in
 /// `zones`, and both LoadBalancer Services have an address.
-pub async fn wait_demo(client: &kube::Client, topology: &Topology, timeout: Duration) -> Result<()> {
+pub async fn wait_demo(
+    client: &kube::Client,
+    topology: &Topology,
+    timeout: Duration,
+) -> Result<()> {
     let zone_of: BTreeMap<String, String> =
         topology.nodes().filter_map(|n| Some((n.name.clone(), n.zone.clone()?))).collect();
     let want_zones: std::collections::BTreeSet<String> = zone_of.values().cloned().collect();
     wait_for(timeout, "the demo did not become ready", || {
         let (client, zone_of, want_zones) = (client.clone(), zone_of.clone(), want_zones.clone());
         async move {
-        let pods = pods(&client, Some(DEMO_NAMESPACE), Some(ECHO_SELECTOR)).await.map_err(|e| e.to_string())?;
-        let ready: Vec<&PodInfo> = pods.iter().filter(|p| p.ready).collect();
-        let zones: std::collections::BTreeSet<String> =
-            ready.iter().filter_map(|p| p.node.as_ref().and_then(|n| zone_of.get(n)).cloned()).collect();
-        if ready.len() < 4 || zones != want_zones {
-            return Err(format!("{} ready echo pods in zones {zones:?}", ready.len()));
-        }
-        let services = services(&client).await.map_err(|e| e.to_string())?;
-        let pending: Vec<&str> = services
-            .iter()
-            .filter(|s| s.namespace == DEMO_NAMESPACE && s.type_ == "LoadBalancer" && s.load_balancer_ip.is_none())
-            .map(|s| s.name.as_str())
-            .collect();
-        if pending.is_empty() { Ok(()) } else { Err(format!("LoadBalancer Services without an address: {pending:?}")) }
+            let pods = pods(&client, Some(DEMO_NAMESPACE), Some(ECHO_SELECTOR))
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready: Vec<&PodInfo> = pods.iter().filter(|p| p.ready).collect();
+            let zones: std::collections::BTreeSet<String> = ready
+                .iter()
+                .filter_map(|p| p.node.as_ref().and_then(|n| zone_of.get(n)).cloned())
+                .collect();
+            if ready.len() < 4 || zones != want_zones {
+                return Err(format!("{} ready echo pods in zones {zones:?}", ready.len()));
+            }
+            let services = services(&client).await.map_err(|e| e.to_string())?;
+            let pending: Vec<&str> = services
+                .iter()
+                .filter(|s| {
+                    s.namespace == DEMO_NAMESPACE
+                        && s.type_ == "LoadBalancer"
+                        && s.load_balancer_ip.is_none()
+                })
+                .map(|s| s.name.as_str())
+                .collect();
+            if pending.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("LoadBalancer Services without an address: {pending:?}"))
+            }
         }
     })
     .await
@@ -310,7 +421,17 @@ pub async fn find_pod_netns(pod: &PodInfo) -> Result<String> {
     }
     if let Some(ip) = &pod.ip {
         for netns in existing.iter().filter(|ns| ns.starts_with("svcnet-")) {
-            let cmd = crate::net::Cmd { argv: vec!["ip".into(), "-n".into(), netns.clone(), "-o".into(), "addr".into(), "show".into()], stdin: None };
+            let cmd = crate::net::Cmd {
+                argv: vec![
+                    "ip".into(),
+                    "-n".into(),
+                    netns.clone(),
+                    "-o".into(),
+                    "addr".into(),
+                    "show".into(),
+                ],
+                stdin: None,
+            };
             if let Ok(out) = crate::net::run(&cmd).await
                 && out.split_whitespace().any(|word| word.split('/').next() == Some(ip.as_str()))
                 && !netns.starts_with(crate::topology::NETNS_PREFIX)
@@ -319,7 +440,10 @@ pub async fn find_pod_netns(pod: &PodInfo) -> Result<String> {
             }
         }
     }
-    Err(Error::UnknownHost(format!("pod/{}.{} (no network namespace found)", pod.name, pod.namespace)))
+    Err(Error::UnknownHost(format!(
+        "pod/{}.{} (no network namespace found)",
+        pod.name, pod.namespace
+    )))
 }
 
 /// Looks a pod up by name (`NAME` or `NAME.NAMESPACE`, default namespace `demo`).
@@ -334,12 +458,19 @@ pub async fn find_pod(client: &kube::Client, spec: &str) -> Result<PodInfo> {
 
 /// What `lab check` probes, from the lab's state and the API: sources on healthy hosts, the
 /// demo Services' addresses, and the zone of every demo pod.
-pub async fn check_plan(client: &kube::Client, state: &crate::LabState) -> Result<crate::check::Plan> {
+pub async fn check_plan(
+    client: &kube::Client,
+    state: &crate::LabState,
+) -> Result<crate::check::Plan> {
     use crate::check::{Plan, Source, Target};
     let topology = &state.topology;
-    let healthy: Vec<&crate::Host> = topology.nodes().filter(|n| !state.failed.contains(&n.name)).collect();
-    let node = healthy.first().ok_or_else(|| Error::Internal("every node is failed; nothing to check from".into()))?;
-    let zone_of: BTreeMap<String, String> = topology.nodes().filter_map(|n| Some((n.name.clone(), n.zone.clone()?))).collect();
+    let healthy: Vec<&crate::Host> =
+        topology.nodes().filter(|n| !state.failed.contains(&n.name)).collect();
+    let node = healthy
+        .first()
+        .ok_or_else(|| Error::Internal("every node is failed; nothing to check from".into()))?;
+    let zone_of: BTreeMap<String, String> =
+        topology.nodes().filter_map(|n| Some((n.name.clone(), n.zone.clone()?))).collect();
     let pods = pods(client, Some(DEMO_NAMESPACE), Some(ECHO_SELECTOR)).await?;
     let pod_zones = pods
         .iter()
@@ -349,7 +480,12 @@ pub async fn check_plan(client: &kube::Client, state: &crate::LabState) -> Resul
         .iter()
         .find(|p| p.ready && p.node.as_ref().is_some_and(|n| healthy.iter().any(|h| &h.name == n)))
         .ok_or_else(|| Error::Internal("no ready echo pod on a healthy node".into()))?;
-    let ns_of = |name: &str| topology.host(name).map(|h| h.netns.clone()).ok_or_else(|| Error::UnknownHost(name.to_string()));
+    let ns_of = |name: &str| {
+        topology
+            .host(name)
+            .map(|h| h.netns.clone())
+            .ok_or_else(|| Error::UnknownHost(name.to_string()))
+    };
     let sources = vec![
         (Source::Pod, find_pod_netns(source_pod).await?),
         (Source::Node, node.netns.clone()),
@@ -357,13 +493,30 @@ pub async fn check_plan(client: &kube::Client, state: &crate::LabState) -> Resul
         (Source::Internet, ns_of("internet")?),
     ];
     let services = services(client).await?;
-    let find = |name: &str| services.iter().find(|s| s.namespace == DEMO_NAMESPACE && s.name == name);
+    let find =
+        |name: &str| services.iter().find(|s| s.namespace == DEMO_NAMESPACE && s.name == name);
     let port_of = |s: &ServiceInfo| s.ports.first().copied().unwrap_or(80);
     let targets = vec![
-        (Target::ClusterIp, find("demo-clusterip").and_then(|s| Some(format!("{}:{}", s.cluster_ip.as_ref()?, port_of(s))))),
-        (Target::NodePort, find("demo-nodeport").and_then(|s| Some(format!("{}:{}", node.address, s.node_ports.first()?)))),
-        (Target::InternalLb, find("demo-internal-lb").and_then(|s| Some(format!("{}:{}", s.load_balancer_ip.as_ref()?, port_of(s))))),
-        (Target::ExternalLb, find("demo-external-lb").and_then(|s| Some(format!("{}:{}", s.load_balancer_ip.as_ref()?, port_of(s))))),
+        (
+            Target::ClusterIp,
+            find("demo-clusterip")
+                .and_then(|s| Some(format!("{}:{}", s.cluster_ip.as_ref()?, port_of(s)))),
+        ),
+        (
+            Target::NodePort,
+            find("demo-nodeport")
+                .and_then(|s| Some(format!("{}:{}", node.address, s.node_ports.first()?))),
+        ),
+        (
+            Target::InternalLb,
+            find("demo-internal-lb")
+                .and_then(|s| Some(format!("{}:{}", s.load_balancer_ip.as_ref()?, port_of(s)))),
+        ),
+        (
+            Target::ExternalLb,
+            find("demo-external-lb")
+                .and_then(|s| Some(format!("{}:{}", s.load_balancer_ip.as_ref()?, port_of(s)))),
+        ),
     ];
     Ok(Plan {
         sources,
@@ -371,7 +524,41 @@ pub async fn check_plan(client: &kube::Client, state: &crate::LabState) -> Resul
         pod_zones,
         zones_expected: healthy.iter().filter_map(|n| n.zone.clone()).collect(),
         failed_hosts: state.failed.clone(),
+        dns: find("demo-clusterip").and_then(|s| {
+            Some((format!("{}.{}.svc.cluster.local", s.name, s.namespace), s.cluster_ip.clone()?))
+        }),
     })
+}
+
+/// Waits until the data plane serves the demo: from a pod and from a node, every demo
+/// Service address answers (these need no announcement on the VPC).
+pub async fn wait_serving(
+    client: &kube::Client,
+    state: &crate::LabState,
+    timeout: Duration,
+) -> Result<()> {
+    use crate::check::Source;
+    wait_for(timeout, "the demo Services did not answer from inside the cluster", || async {
+        let plan = check_plan(client, state).await.map_err(|e| e.to_string())?;
+        let mut silent = Vec::new();
+        for (source, netns) in
+            plan.sources.iter().filter(|(s, _)| matches!(s, Source::Pod | Source::Node))
+        {
+            for (target, address) in &plan.targets {
+                let answered = match address {
+                    Some(address) => {
+                        crate::check::probe(netns, &format!("http://{address}/")).await.is_some()
+                    }
+                    None => false,
+                };
+                if !answered {
+                    silent.push(format!("{} -> {}", source.label(), target.label()));
+                }
+            }
+        }
+        if silent.is_empty() { Ok(()) } else { Err(format!("no answer: {}", silent.join(", "))) }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -380,8 +567,11 @@ mod tests {
 
     #[test]
     fn the_demo_parses_into_a_namespace_a_deployment_and_four_services() {
-        let kinds: Vec<String> =
-            demo_objects().expect("demo").iter().map(|d| d["kind"].as_str().unwrap_or_default().to_string()).collect();
+        let kinds: Vec<String> = demo_objects()
+            .expect("demo")
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap_or_default().to_string())
+            .collect();
         assert_eq!(kinds, ["Namespace", "Deployment", "Service", "Service", "Service", "Service"]);
         for doc in demo_objects().expect("demo") {
             match doc["kind"].as_str() {
@@ -404,5 +594,7 @@ mod tests {
     fn names_mirror_the_agent_and_the_speaker() {
         assert_eq!(pod_netns("node-1", "0f3a9c2e-1111-2222"), "svcnet-node-1-0f3a9c2e");
         assert_eq!(lb_lease_name("10.200.0.192"), "svcnet-lb-10-200-0-192");
+        let topology = Topology::choose(&[]).expect("topology");
+        assert_eq!(dns_service_ip(&topology).to_string(), "10.96.0.10");
     }
 }

@@ -10,7 +10,11 @@ pub enum Error {
     CommandFailed { command: String, stderr: String },
     /// A tool could not be started.
     #[error("cannot run {program}")]
-    Spawn { program: String, #[source] source: std::io::Error },
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The lab is not up (no state in the data dir).
     #[error("the lab is not up (no state in {0})")]
     NotUp(String),
@@ -18,14 +22,24 @@ pub enum Error {
     #[error("a lab is already up (state in {0}); run `svcnet lab down` first")]
     AlreadyUp(String),
     /// An unknown host name was given.
-    #[error("unknown lab host {0:?} (hosts: internet, router, control-plane, node-1, node-2, vm-1, pod/NAME[.NAMESPACE])")]
+    #[error(
+        "unknown lab host {0:?} (hosts: internet, router, control-plane, node-1, node-2, vm-1, pod/NAME[.NAMESPACE])"
+    )]
     UnknownHost(String),
     /// Reading or writing the lab's state failed.
     #[error("lab state {path}")]
-    State { path: String, #[source] source: std::io::Error },
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A request to the lab's API server failed (retryable while the cluster starts).
     #[error("{what}")]
-    Api { what: String, #[source] source: kube::Error },
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Something did not happen within its deadline; the message names it.
     #[error("{0}")]
     Timeout(String),

@@ -19,7 +19,8 @@ type ConnectRequest = (SocketAddr, oneshot::Sender<std::io::Result<std::net::Tcp
 /// Starts the thread that lives in `netns` and connects on request.
 fn spawn_connector(netns: &str) -> Result<mpsc::UnboundedSender<ConnectRequest>> {
     let path = format!("/run/netns/{netns}");
-    let file = std::fs::File::open(&path).map_err(|source| Error::State { path: path.clone(), source })?;
+    let file =
+        std::fs::File::open(&path).map_err(|source| Error::State { path: path.clone(), source })?;
     let (tx, mut rx) = mpsc::unbounded_channel::<ConnectRequest>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
@@ -31,7 +32,8 @@ fn spawn_connector(netns: &str) -> Result<mpsc::UnboundedSender<ConnectRequest>>
                 return;
             }
             while let Some((addr, reply)) = rx.blocking_recv() {
-                let stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5));
+                let stream =
+                    std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5));
                 let _ = reply.send(stream);
             }
         })
@@ -45,7 +47,12 @@ fn spawn_connector(netns: &str) -> Result<mpsc::UnboundedSender<ConnectRequest>>
 
 /// Forwards connections accepted on `listener` (host namespace) to `target` inside `netns`,
 /// until `cancel` fires.
-pub async fn forward(listener: TcpListener, netns: &str, target: SocketAddr, cancel: CancellationToken) -> Result<()> {
+pub async fn forward(
+    listener: TcpListener,
+    netns: &str,
+    target: SocketAddr,
+    cancel: CancellationToken,
+) -> Result<()> {
     let connector = spawn_connector(netns)?;
     loop {
         let (mut inbound, _) = tokio::select! {

@@ -24,13 +24,31 @@ use ipnet::IpNet;
 
 /// The machine's routes (destinations only), read from the host namespace without changing it.
 pub async fn host_routes() -> Result<Vec<IpNet>> {
-    let out = net::run(&net::Cmd { argv: vec!["ip".into(), "-j".into(), "route".into(), "show".into(), "table".into(), "all".into()], stdin: None }).await?;
-    let routes: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| Error::Internal(format!("cannot parse `ip -j route`: {e}")))?;
+    let out = net::run(&net::Cmd {
+        argv: vec![
+            "ip".into(),
+            "-j".into(),
+            "route".into(),
+            "show".into(),
+            "table".into(),
+            "all".into(),
+        ],
+        stdin: None,
+    })
+    .await?;
+    let routes: Vec<serde_json::Value> = serde_json::from_str(&out)
+        .map_err(|e| Error::Internal(format!("cannot parse `ip -j route`: {e}")))?;
     Ok(routes
         .iter()
         .filter_map(|r| r.get("dst").and_then(|d| d.as_str()))
         .filter(|dst| *dst != "default")
-        .filter_map(|dst| if dst.contains('/') { dst.parse().ok() } else { dst.parse::<std::net::IpAddr>().ok().map(IpNet::from) })
+        .filter_map(|dst| {
+            if dst.contains('/') {
+                dst.parse().ok()
+            } else {
+                dst.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+            }
+        })
         .collect())
 }
 
@@ -41,7 +59,12 @@ pub async fn up_network(data_dir: &Path) -> Result<LabState> {
         return Err(Error::AlreadyUp(data_dir.display().to_string()));
     }
     let topology = Topology::choose(&host_routes().await?)?;
-    let state = LabState { topology: topology.clone(), processes: Vec::new(), forward_port: None, failed: Vec::new() };
+    let state = LabState {
+        topology: topology.clone(),
+        processes: Vec::new(),
+        forward_port: None,
+        failed: Vec::new(),
+    };
     // Record first: a crash part-way through still leaves enough for `lab down`.
     state.save(data_dir)?;
     for cmd in net::build_commands(&topology) {
@@ -71,13 +94,18 @@ pub async fn down(data_dir: &Path) -> Result<()> {
     doomed.extend(net::lab_namespaces().await?);
     for netns in &doomed {
         net::kill_processes_in(netns).await?;
-        let _ = net::run(&net::Cmd { argv: vec!["ip".into(), "netns".into(), "del".into(), netns.clone()], stdin: None }).await;
+        let _ = net::run(&net::Cmd {
+            argv: vec!["ip".into(), "netns".into(), "del".into(), netns.clone()],
+            stdin: None,
+        })
+        .await;
     }
     for netns in net::recorded_pod_namespaces(data_dir, &node_names) {
         // The agent keeps each pod's resolv.conf in /etc/netns/<netns>/.
         let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&netns));
         for node in &node_names {
-            let _ = std::fs::remove_file(data_dir.join(node).join("run").join("netns").join(&netns));
+            let _ =
+                std::fs::remove_file(data_dir.join(node).join("run").join("netns").join(&netns));
         }
     }
     LabState::remove(data_dir)
@@ -85,7 +113,8 @@ pub async fn down(data_dir: &Path) -> Result<()> {
 
 /// Cuts a lab host off the VPC (its link on the bridge goes down), or brings it back.
 pub async fn set_link(data_dir: &Path, host: &str, up: bool) -> Result<()> {
-    let state = LabState::load(data_dir)?.ok_or_else(|| Error::NotUp(data_dir.display().to_string()))?;
+    let state =
+        LabState::load(data_dir)?.ok_or_else(|| Error::NotUp(data_dir.display().to_string()))?;
     let topology = &state.topology.clone();
     let target = topology.host(host).ok_or_else(|| Error::UnknownHost(host.to_string()))?;
     if matches!(target.role, Role::Internet | Role::Router) {
@@ -93,7 +122,18 @@ pub async fn set_link(data_dir: &Path, host: &str, up: bool) -> Result<()> {
     }
     let router = topology.host("router").map(|h| h.netns.clone()).unwrap_or_default();
     let port = net::router_port(host);
-    let cmd = net::Cmd { argv: vec!["ip".into(), "-n".into(), router, "link".into(), "set".into(), port, if up { "up".into() } else { "down".into() }], stdin: None };
+    let cmd = net::Cmd {
+        argv: vec![
+            "ip".into(),
+            "-n".into(),
+            router,
+            "link".into(),
+            "set".into(),
+            port,
+            if up { "up".into() } else { "down".into() },
+        ],
+        stdin: None,
+    };
     net::run(&cmd).await?;
     let mut state = state;
     state.failed.retain(|h| h != host);

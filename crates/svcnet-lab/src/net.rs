@@ -69,11 +69,40 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
     cmds.push(Cmd::new(&["ip", "-n", &router, "link", "add", "vpc0", "type", "bridge"]));
     cmds.push(Cmd::new(&["ip", "-n", &router, "addr", "add", &gateway, "dev", "vpc0"]));
     cmds.push(Cmd::new(&["ip", "-n", &router, "link", "set", "vpc0", "up"]));
-    cmds.push(Cmd::new(&["ip", "netns", "exec", &router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
-    cmds.push(Cmd::new(&["ip", "-n", &router, "route", "add", &topology.external_lb.to_string(), "dev", "vpc0"]));
+    cmds.push(Cmd::new(&[
+        "ip",
+        "netns",
+        "exec",
+        &router,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]));
+    cmds.push(Cmd::new(&[
+        "ip",
+        "-n",
+        &router,
+        "route",
+        "add",
+        &topology.external_lb.to_string(),
+        "dev",
+        "vpc0",
+    ]));
+    // Pod addresses are routable in the VPC (as GKE's VPC-native alias ranges are): each
+    // node's podCIDR via that node, on the router and every VPC host that is not a node.
+    for node in topology.nodes() {
+        if let Some(cidr) = node.pod_cidr {
+            let (cidr, via) = (cidr.to_string(), node.address.to_string());
+            cmds.push(Cmd::new(&["ip", "-n", &router, "route", "add", &cidr, "via", &via]));
+        }
+    }
     // The internet link.
-    let router_inet = format!("{}/{}", topology.router_internet_address, topology.internet_link.prefix_len());
-    cmds.push(Cmd::new(&["ip", "-n", &router, "link", "add", "inet0", "type", "veth", "peer", "name", "eth0", "netns", &internet]));
+    let router_inet =
+        format!("{}/{}", topology.router_internet_address, topology.internet_link.prefix_len());
+    cmds.push(Cmd::new(&[
+        "ip", "-n", &router, "link", "add", "inet0", "type", "veth", "peer", "name", "eth0",
+        "netns", &internet,
+    ]));
     cmds.push(Cmd::new(&["ip", "-n", &router, "addr", "add", &router_inet, "dev", "inet0"]));
     cmds.push(Cmd::new(&["ip", "-n", &router, "link", "set", "inet0", "up"]));
     if let Some(client) = topology.host("internet") {
@@ -83,32 +112,126 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
         cmds.push(Cmd::new(&["ip", "-n", &internet, "link", "set", "eth0", "up"]));
         // Only the lab's own ranges, via the router (which drops all but the external LB range).
         for dst in [topology.external_lb, topology.vpc] {
-            cmds.push(Cmd::new(&["ip", "-n", &internet, "route", "add", &dst.to_string(), "via", &via]));
+            cmds.push(Cmd::new(&[
+                "ip",
+                "-n",
+                &internet,
+                "route",
+                "add",
+                &dst.to_string(),
+                "via",
+                &via,
+            ]));
         }
     }
-    cmds.push(Cmd { argv: vec!["ip".into(), "netns".into(), "exec".into(), router.clone(), "nft".into(), "-f".into(), "-".into()], stdin: Some(router_ruleset(topology)) });
+    cmds.push(Cmd {
+        argv: vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            router.clone(),
+            "nft".into(),
+            "-f".into(),
+            "-".into(),
+        ],
+        stdin: Some(router_ruleset(topology)),
+    });
     // Each VPC host: a veth whose router end is a port of the bridge.
     for host in topology.vpc_hosts() {
         let port = router_port(&host.name);
         let addr = format!("{}/{}", host.address, topology.vpc.prefix_len());
-        cmds.push(Cmd::new(&["ip", "-n", &router, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &host.netns]));
+        cmds.push(Cmd::new(&[
+            "ip",
+            "-n",
+            &router,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &host.netns,
+        ]));
         cmds.push(Cmd::new(&["ip", "-n", &router, "link", "set", &port, "master", "vpc0", "up"]));
         cmds.push(Cmd::new(&["ip", "-n", &host.netns, "addr", "add", &addr, "dev", "eth0"]));
         cmds.push(Cmd::new(&["ip", "-n", &host.netns, "link", "set", "eth0", "up"]));
         let gw = topology.vpc_gateway.to_string();
-        cmds.push(Cmd::new(&["ip", "-n", &host.netns, "route", "add", &topology.internet_link.to_string(), "via", &gw]));
+        cmds.push(Cmd::new(&[
+            "ip",
+            "-n",
+            &host.netns,
+            "route",
+            "add",
+            &topology.internet_link.to_string(),
+            "via",
+            &gw,
+        ]));
         // External LB addresses are answered (ARP) by the announcing node on the VPC.
-        cmds.push(Cmd::new(&["ip", "-n", &host.netns, "route", "add", &topology.external_lb.to_string(), "dev", "eth0"]));
+        cmds.push(Cmd::new(&[
+            "ip",
+            "-n",
+            &host.netns,
+            "route",
+            "add",
+            &topology.external_lb.to_string(),
+            "dev",
+            "eth0",
+        ]));
+        if host.role != Role::Node {
+            for node in topology.nodes() {
+                if let Some(cidr) = node.pod_cidr {
+                    cmds.push(Cmd::new(&[
+                        "ip",
+                        "-n",
+                        &host.netns,
+                        "route",
+                        "add",
+                        &cidr.to_string(),
+                        "via",
+                        &node.address.to_string(),
+                    ]));
+                }
+            }
+        }
         if host.role == Role::Node {
-            cmds.push(Cmd::new(&["ip", "netns", "exec", &host.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+            cmds.push(Cmd::new(&[
+                "ip",
+                "netns",
+                "exec",
+                &host.netns,
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+            ]));
             // Nodes have no default route, so a connection to a ClusterIP needs a route to
             // leave the node at all; the proxy's DNAT then rewrites it (the address is never
             // answered on the VPC).
-            cmds.push(Cmd::new(&["ip", "-n", &host.netns, "route", "add", &topology.service_cidr.to_string(), "dev", "eth0"]));
+            cmds.push(Cmd::new(&[
+                "ip",
+                "-n",
+                &host.netns,
+                "route",
+                "add",
+                &topology.service_cidr.to_string(),
+                "dev",
+                "eth0",
+            ]));
             for other in topology.nodes().filter(|o| o.name != host.name) {
                 if let Some(cidr) = other.pod_cidr {
                     let via = other.address.to_string();
-                    cmds.push(Cmd::new(&["ip", "-n", &host.netns, "route", "add", &cidr.to_string(), "via", &via]));
+                    cmds.push(Cmd::new(&[
+                        "ip",
+                        "-n",
+                        &host.netns,
+                        "route",
+                        "add",
+                        &cidr.to_string(),
+                        "via",
+                        &via,
+                    ]));
                 }
             }
         }
@@ -116,9 +239,39 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
     cmds
 }
 
+/// For the userspace data plane, which listens on Service addresses rather than rewriting
+/// packets: on each node, the Service range and both LoadBalancer ranges become local
+/// (`local` routes on `lo`), so the proxy can bind any of their addresses. `arp_ignore=1`
+/// keeps the node from answering ARP for addresses that are merely local: only an address
+/// the speaker put on `eth0` is answered on the VPC.
+pub fn userspace_commands(topology: &Topology) -> Vec<Cmd> {
+    let mut cmds = Vec::new();
+    for node in topology.nodes() {
+        for range in [topology.service_cidr, topology.internal_lb, topology.external_lb] {
+            cmds.push(Cmd::new(&[
+                "ip",
+                "-n",
+                &node.netns,
+                "route",
+                "replace",
+                "local",
+                &range.to_string(),
+                "dev",
+                "lo",
+            ]));
+        }
+        for conf in ["all", "eth0"] {
+            let key = format!("net.ipv4.conf.{conf}.arp_ignore=1");
+            cmds.push(Cmd::new(&["ip", "netns", "exec", &node.netns, "sysctl", "-qw", &key]));
+        }
+    }
+    cmds
+}
+
 /// Runs one command; a non-zero exit is an error carrying its stderr.
 pub async fn run(cmd: &Cmd) -> Result<String> {
-    let (program, args) = cmd.argv.split_first().ok_or_else(|| Error::Internal("empty command".into()))?;
+    let (program, args) =
+        cmd.argv.split_first().ok_or_else(|| Error::Internal("empty command".into()))?;
     let mut child = Command::new(program)
         .args(args)
         .stdin(if cmd.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -129,9 +282,15 @@ pub async fn run(cmd: &Cmd) -> Result<String> {
         .map_err(|source| Error::Spawn { program: program.clone(), source })?;
     if let (Some(input), Some(mut stdin)) = (cmd.stdin.as_ref(), child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
-        stdin.write_all(input.as_bytes()).await.map_err(|source| Error::Spawn { program: program.clone(), source })?;
+        stdin
+            .write_all(input.as_bytes())
+            .await
+            .map_err(|source| Error::Spawn { program: program.clone(), source })?;
     }
-    let output = child.wait_with_output().await.map_err(|source| Error::Spawn { program: program.clone(), source })?;
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|source| Error::Spawn { program: program.clone(), source })?;
     if !output.status.success() {
         return Err(Error::CommandFailed {
             command: cmd.to_string(),
@@ -150,7 +309,11 @@ pub async fn all_namespaces() -> Result<Vec<String>> {
 /// The lab's host namespaces that exist now (by prefix). Pod namespaces are found with
 /// `recorded_pod_namespaces`.
 pub async fn lab_namespaces() -> Result<Vec<String>> {
-    Ok(all_namespaces().await?.into_iter().filter(|name| name.starts_with(crate::topology::NETNS_PREFIX)).collect())
+    Ok(all_namespaces()
+        .await?
+        .into_iter()
+        .filter(|name| name.starts_with(crate::topology::NETNS_PREFIX))
+        .collect())
 }
 
 /// The pod namespaces the lab's node agents made (`svcnet-<node>-<uid>`), as each agent
@@ -159,7 +322,9 @@ pub async fn lab_namespaces() -> Result<Vec<String>> {
 pub fn recorded_pod_namespaces(data_dir: &std::path::Path, node_names: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for node in node_names {
-        let Ok(entries) = std::fs::read_dir(data_dir.join(node).join("run").join("netns")) else { continue };
+        let Ok(entries) = std::fs::read_dir(data_dir.join(node).join("run").join("netns")) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(&format!("svcnet-{node}-")) {
@@ -178,7 +343,10 @@ pub async fn kill_processes_in(netns: &str) -> Result<()> {
         Err(_) => return Ok(()),
     };
     for pid in out.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     Ok(())
 }
@@ -190,7 +358,7 @@ mod tests {
     #[test]
     fn no_command_touches_the_host_namespace() {
         let topology = Topology::choose(&[]).expect("topology");
-        for cmd in build_commands(&topology) {
+        for cmd in build_commands(&topology).into_iter().chain(userspace_commands(&topology)) {
             let argv: Vec<&str> = cmd.argv.iter().map(String::as_str).collect();
             let scoped = matches!(argv.as_slice(), ["ip", "netns", "add", ..])
                 || matches!(argv.as_slice(), ["ip", "-n", ns, ..] if ns.starts_with("svcnet-lab-"))

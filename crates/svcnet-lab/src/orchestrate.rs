@@ -26,6 +26,8 @@ pub struct UpConfig {
     pub node_runs_proxy: bool,
     /// `svcnet node` takes `--announce-interface` (the LoadBalancer speaker).
     pub node_announces: bool,
+    /// `svcnet node` takes `--pod-route` (pods then get only the routes given, no default).
+    pub node_pod_routes: bool,
     /// How long a node Lease may lapse before its endpoints stop being ready (seconds).
     pub node_monitor_grace_period: u64,
 }
@@ -40,7 +42,8 @@ pub const API_PORT: u16 = 6443;
 
 fn log_file(data_dir: &Path, name: &str) -> Result<std::fs::File> {
     let dir = data_dir.join("logs");
-    std::fs::create_dir_all(&dir).map_err(|source| Error::State { path: dir.display().to_string(), source })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| Error::State { path: dir.display().to_string(), source })?;
     let path = dir.join(format!("{name}.log"));
     std::fs::OpenOptions::new()
         .create(true)
@@ -51,10 +54,18 @@ fn log_file(data_dir: &Path, name: &str) -> Result<std::fs::File> {
 
 /// Starts `args` inside `netns` (or the host namespace when `None`), detached, logging to
 /// `logs/<name>.log`, and records it in the state.
-pub fn spawn(state: &mut LabState, data_dir: &Path, name: &str, netns: Option<&str>, program: &Path, args: &[String]) -> Result<()> {
+pub fn spawn(
+    state: &mut LabState,
+    data_dir: &Path,
+    name: &str,
+    netns: Option<&str>,
+    program: &Path,
+    args: &[String],
+) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let log = log_file(data_dir, name)?;
-    let err_log = log.try_clone().map_err(|source| Error::State { path: name.to_string(), source })?;
+    let err_log =
+        log.try_clone().map_err(|source| Error::State { path: name.to_string(), source })?;
     // `nsenter --net` changes only the network namespace. (`ip netns exec` would also give the
     // process a private mount namespace, so the pod namespaces a node agent creates with
     // `ip netns add` would be mounted only there: invisible to `lab exec`, `lab check` and
@@ -68,7 +79,9 @@ pub fn spawn(state: &mut LabState, data_dir: &Path, name: &str, netns: Option<&s
         None => std::process::Command::new(program),
     };
     cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(err_log).process_group(0);
-    let child = cmd.spawn().map_err(|source| Error::Spawn { program: program.display().to_string(), source })?;
+    let child = cmd
+        .spawn()
+        .map_err(|source| Error::Spawn { program: program.display().to_string(), source })?;
     state.processes.push(LabProcess { name: name.to_string(), pid: child.id() as i32 });
     state.save(data_dir)
 }
@@ -78,7 +91,9 @@ pub async fn wait_for_file(path: &Path, timeout: Duration, what: &str) -> Result
     let deadline = tokio::time::Instant::now() + timeout;
     while !path.exists() {
         if tokio::time::Instant::now() > deadline {
-            return Err(Error::Internal(format!("{what} did not become ready within {timeout:?} (see logs)")));
+            return Err(Error::Internal(format!(
+                "{what} did not become ready within {timeout:?} (see logs)"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -92,7 +107,9 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
     let data_dir = &config.data_dir;
     let topology = state.topology.clone();
     let svcnet = &config.svcnet;
-    let cp = topology.host("control-plane").ok_or_else(|| Error::Internal("no control-plane host".into()))?;
+    let cp = topology
+        .host("control-plane")
+        .ok_or_else(|| Error::Internal("no control-plane host".into()))?;
     let cp_dir = data_dir.join("control-plane");
     let listen = format!("{}:{API_PORT}", cp.address);
     // The controllers run as their own process so the lab can set the node grace period.
@@ -120,17 +137,38 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
         "forward",
         None,
         svcnet,
-        &["lab".into(), "forward".into(), "--netns".into(), cp.netns.clone(), "--listen".into(), format!("127.0.0.1:{port}"), "--to".into(), listen.clone()],
+        &[
+            "lab".into(),
+            "forward".into(),
+            "--netns".into(),
+            cp.netns.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--to".into(),
+            listen.clone(),
+        ],
     )?;
     state.forward_port = Some(port);
     state.save(data_dir)?;
-    let text = std::fs::read_to_string(&cluster_kubeconfig)
-        .map_err(|source| Error::State { path: cluster_kubeconfig.display().to_string(), source })?;
+    let text = std::fs::read_to_string(&cluster_kubeconfig).map_err(|source| Error::State {
+        path: cluster_kubeconfig.display().to_string(),
+        source,
+    })?;
     let host_kubeconfig = data_dir.join("kubeconfig");
-    write_private(&host_kubeconfig, &text.replace(&format!("https://{listen}"), &format!("https://127.0.0.1:{port}")))?;
-    crate::cluster::wait_for(API_TIMEOUT, "the loopback forward did not accept connections", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(drop).map_err(|e| e.to_string())
-    })
+    write_private(
+        &host_kubeconfig,
+        &text.replace(&format!("https://{listen}"), &format!("https://127.0.0.1:{port}")),
+    )?;
+    crate::cluster::wait_for(
+        API_TIMEOUT,
+        "the loopback forward did not accept connections",
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    )
     .await?;
     let client = crate::cluster::client(&host_kubeconfig).await?;
     crate::cluster::wait_readyz(&client, API_TIMEOUT).await?;
@@ -150,8 +188,41 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
             config.node_monitor_grace_period.to_string(),
         ],
     )?;
-    spawn(state, data_dir, "workloads", Some(&cp.netns), svcnet, &["lab".into(), "workloads".into(), "--kubeconfig".into(), kubeconfig_arg.clone()])?;
+    // Cluster DNS on the control plane, reached by pods through the kube-dns ClusterIP.
+    spawn(
+        state,
+        data_dir,
+        "dns",
+        Some(&cp.netns),
+        svcnet,
+        &[
+            "dns".into(),
+            "--kubeconfig".into(),
+            kubeconfig_arg.clone(),
+            "--listen".into(),
+            format!("{}:53", cp.address),
+            "--service-cidr".into(),
+            topology.service_cidr.to_string(),
+            "--pod-cidr".into(),
+            topology.cluster_cidr.to_string(),
+        ],
+    )?;
+    crate::cluster::ensure_kube_dns(&client, &topology, cp.address).await?;
+    let cluster_dns = crate::cluster::dns_service_ip(&topology).to_string();
+    spawn(
+        state,
+        data_dir,
+        "workloads",
+        Some(&cp.netns),
+        svcnet,
+        &["lab".into(), "workloads".into(), "--kubeconfig".into(), kubeconfig_arg.clone()],
+    )?;
 
+    if config.dataplane == "userspace" {
+        for cmd in crate::net::userspace_commands(&topology) {
+            crate::net::run(&cmd).await?;
+        }
+    }
     for node in topology.nodes() {
         let node_dir = data_dir.join(&node.name);
         let mut args: Vec<String> = vec![
@@ -166,9 +237,20 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
             node_dir.display().to_string(),
             "--pod-network".into(),
             "bridge".into(),
+            "--cluster-dns".into(),
+            cluster_dns.clone(),
         ];
         if config.node_runs_proxy {
             args.extend(["--dataplane".into(), config.dataplane.clone()]);
+        }
+        if config.node_pod_routes {
+            // Pods reach the Service range, other pods, the VPC (node ports, internal LBs)
+            // and the external LB range through their node; nothing else.
+            for range in
+                [topology.service_cidr, topology.cluster_cidr, topology.vpc, topology.external_lb]
+            {
+                args.extend(["--pod-route".into(), range.to_string()]);
+            }
         }
         if config.node_announces {
             args.extend(["--announce-interface".into(), "eth0".into()]);
@@ -194,7 +276,14 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
                 "--cluster-cidr".into(),
                 topology.cluster_cidr.to_string(),
             ];
-            spawn(state, data_dir, &format!("{}-proxy", node.name), Some(&node.netns), svcnet, &proxy_args)?;
+            spawn(
+                state,
+                data_dir,
+                &format!("{}-proxy", node.name),
+                Some(&node.netns),
+                svcnet,
+                &proxy_args,
+            )?;
         }
     }
     let node_names: Vec<String> = topology.nodes().map(|n| n.name.clone()).collect();
@@ -203,18 +292,29 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
     // The demo goes in only once every node is Ready, so the scheduler spreads it over zones.
     crate::cluster::apply_demo(&client).await?;
     crate::cluster::wait_demo(&client, &topology, DEMO_TIMEOUT).await?;
+    crate::cluster::wait_serving(&client, state, DEMO_TIMEOUT).await?;
     Ok(host_kubeconfig)
 }
 
 fn free_loopback_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| Error::Spawn { program: "bind".into(), source })?;
-    listener.local_addr().map(|a| a.port()).map_err(|source| Error::Spawn { program: "bind".into(), source })
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(|source| Error::Spawn { program: "bind".into(), source })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| Error::Spawn { program: "bind".into(), source })
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| Error::State { path: path.display().to_string(), source };
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path).map_err(err)?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
     file.write_all(text.as_bytes()).map_err(err)
 }

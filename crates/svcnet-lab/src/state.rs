@@ -71,7 +71,8 @@ impl LabState {
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         for p in &self.processes {
-            while kill(Pid::from_raw(p.pid), None).is_ok() && tokio::time::Instant::now() < deadline {
+            while kill(Pid::from_raw(p.pid), None).is_ok() && tokio::time::Instant::now() < deadline
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);

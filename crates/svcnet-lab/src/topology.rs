@@ -115,7 +115,9 @@ impl Topology {
                 .flat_map(|range| {
                     existing
                         .iter()
-                        .filter(|route| route.prefix_len() > 0 && overlaps(route, &IpNet::V4(*range)))
+                        .filter(|route| {
+                            route.prefix_len() > 0 && overlaps(route, &IpNet::V4(*range))
+                        })
                         .map(move |route| format!("{range} overlaps the route to {route}"))
                 })
                 .collect();
@@ -141,9 +143,14 @@ impl Topology {
         let internal_lb = Ipv4Net::new(at(vpc, 192), 26)
             .map_err(|_| Error::Internal("internal LB range".into()))?;
         let pod_cidr = |i: u32| -> Result<Ipv4Net> {
-            Ipv4Net::new(at(cluster_cidr, i << 8), 24).map_err(|_| Error::Internal("pod CIDR".into()))
+            Ipv4Net::new(at(cluster_cidr, i << 8), 24)
+                .map_err(|_| Error::Internal("pod CIDR".into()))
         };
-        let host = |name: &str, role: Role, zone: Option<&str>, address: Ipv4Addr, pod_cidr: Option<Ipv4Net>| Host {
+        let host = |name: &str,
+                    role: Role,
+                    zone: Option<&str>,
+                    address: Ipv4Addr,
+                    pod_cidr: Option<Ipv4Net>| Host {
             name: name.to_string(),
             netns: format!("{NETNS_PREFIX}{name}"),
             role,
@@ -212,8 +219,14 @@ mod tests {
         let topology = Topology::choose(&routes(&["192.0.2.0/24", "0.0.0.0/0"])).expect("choose");
         assert_eq!(topology.vpc.to_string(), "10.200.0.0/24");
         assert_eq!(topology.internal_lb.to_string(), "10.200.0.192/26");
-        assert_eq!(topology.host("node-2").and_then(|h| h.pod_cidr).map(|c| c.to_string()).as_deref(), Some("10.244.2.0/24"));
-        assert_eq!(topology.host("vm-1").map(|h| h.address.to_string()).as_deref(), Some("10.200.0.20"));
+        assert_eq!(
+            topology.host("node-2").and_then(|h| h.pod_cidr).map(|c| c.to_string()).as_deref(),
+            Some("10.244.2.0/24")
+        );
+        assert_eq!(
+            topology.host("vm-1").map(|h| h.address.to_string()).as_deref(),
+            Some("10.200.0.20")
+        );
     }
 
     #[test]

@@ -6,13 +6,26 @@ use std::process::Command;
 /// The lab's namespaces (other engineers' tests create their own namespaces concurrently).
 fn netns_list() -> String {
     let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("svcnet-lab-")).map(|l| format!("{l}\n")).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("svcnet-lab-"))
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// A TCP connect from one lab host to an address, with a short timeout.
 fn connects(from: &str, addr: &str, port: u16) -> bool {
     Command::new("ip")
-        .args(["netns", "exec", &format!("svcnet-lab-{from}"), "timeout", "2", "bash", "-c", &format!("echo > /dev/tcp/{addr}/{port}")])
+        .args([
+            "netns",
+            "exec",
+            &format!("svcnet-lab-{from}"),
+            "timeout",
+            "2",
+            "bash",
+            "-c",
+            &format!("echo > /dev/tcp/{addr}/{port}"),
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
@@ -28,7 +41,15 @@ impl Drop for Listener {
 
 fn listen(host: &str, port: u16) -> Listener {
     let child = Command::new("ip")
-        .args(["netns", "exec", &format!("svcnet-lab-{host}"), "nc", "-lk", "-p", &port.to_string()])
+        .args([
+            "netns",
+            "exec",
+            &format!("svcnet-lab-{host}"),
+            "nc",
+            "-lk",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("nc");
@@ -59,7 +80,10 @@ async fn network_up_reachability_and_down() {
         assert!(connects("vm-1", &node1, 8080), "vm-1 reaches node-1 on the VPC");
         assert!(connects("control-plane", &vm1, 8080), "the VPC is one L2 network");
         assert!(!connects("internet", &vm1, 8080), "the router keeps the internet out of the VPC");
-        assert!(!connects("internet", &node1, 8080), "the router keeps the internet out of the VPC");
+        assert!(
+            !connects("internet", &node1, 8080),
+            "the router keeps the internet out of the VPC"
+        );
         svcnet_lab::set_link(dir.path(), "node-1", false).await.expect("fail node-1");
         assert!(!connects("vm-1", &node1, 8080), "a failed node is cut off");
         svcnet_lab::set_link(dir.path(), "node-1", true).await.expect("heal node-1");

@@ -45,9 +45,14 @@ pub fn can_create_netns() -> bool {
 
 /// Runs a command, failing with its stderr when it exits non-zero.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
+    let out =
+        Command::new(program).args(args).output().with_context(|| format!("running {program}"))?;
     if !out.status.success() {
-        bail!("{program} {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -86,7 +91,12 @@ impl NetnsGuard {
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
         let out = self.command(args).output().with_context(|| format!("running {args:?}"))?;
         if !out.status.success() {
-            bail!("{} in {}: {}", args.join(" "), self.name, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{} in {}: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(out)
     }
@@ -106,7 +116,12 @@ impl NetnsGuard {
         }
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("{} in {}: {}", args.join(" "), self.name, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{} in {}: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(out)
     }
@@ -162,7 +177,10 @@ impl Drop for NetnsGuard {
         if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
@@ -178,7 +196,9 @@ pub fn unused_subnet() -> Result<Ipv4Addr> {
     let prefixes: Vec<(u32, u32)> = text
         .lines()
         .filter_map(|l| {
-            let first = l.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+            let first = l
+                .split_whitespace()
+                .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
             let (addr, len) = match first.split_once('/') {
                 Some((a, n)) => (a, n.parse::<u32>().ok()?),
                 None => (first, 32),
@@ -272,12 +292,42 @@ impl Topology {
 
     fn attach(&self, ns: &NetnsGuard, tag: &str, ip: Ipv4Addr) -> Result<()> {
         let host_end = format!("v{tag}");
-        self.node.exec(&["ip", "link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", ns.name()])?;
+        self.node.exec(&[
+            "ip",
+            "link",
+            "add",
+            &host_end,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ])?;
         self.node.exec(&["ip", "link", "set", &host_end, "master", "br0", "up"])?;
         ns.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "eth0"])?;
         ns.exec(&["ip", "link", "set", "eth0", "up"])?;
-        ns.exec(&["ip", "route", "add", &self.node_ip().to_string(), "dev", "eth0", "scope", "link"])?;
-        ns.exec(&["ip", "route", "add", &self.cidr(), "via", &self.node_ip().to_string(), "dev", "eth0"])?;
+        ns.exec(&[
+            "ip",
+            "route",
+            "add",
+            &self.node_ip().to_string(),
+            "dev",
+            "eth0",
+            "scope",
+            "link",
+        ])?;
+        ns.exec(&[
+            "ip",
+            "route",
+            "add",
+            &self.cidr(),
+            "via",
+            &self.node_ip().to_string(),
+            "dev",
+            "eth0",
+        ])?;
         ns.exec(&["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"])?;
         Ok(())
     }
@@ -286,7 +336,16 @@ impl Topology {
     /// the client.
     pub fn route(&self, prefix: &str) -> Result<()> {
         for ns in self.pods.iter().chain([&self.client]) {
-            ns.exec(&["ip", "route", "add", prefix, "via", &self.node_ip().to_string(), "dev", "eth0"])?;
+            ns.exec(&[
+                "ip",
+                "route",
+                "add",
+                prefix,
+                "via",
+                &self.node_ip().to_string(),
+                "dev",
+                "eth0",
+            ])?;
         }
         // The node needs a route too, or locally generated packets to the prefix fail before
         // the output hook; send them to the bridge (they are DNATed before leaving).

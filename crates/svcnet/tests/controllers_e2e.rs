@@ -417,3 +417,42 @@ async fn two_hundred_fifty_pods_make_three_slices() {
     assert_eq!(sizes.len(), 3, "{sizes:?}");
     assert!(sizes.iter().all(|n| *n <= 100), "{sizes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_kubernetes_allocation_errors() {
+    let c = cluster(Duration::from_secs(40)).await;
+    let manifest = |name: &str, cluster_ip: &str, node_port: u16| {
+        let path = c.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  type: NodePort\n  clusterIP: {cluster_ip}\n  selector:\n    app: {name}\n  ports:\n  - port: 80\n    nodePort: {node_port}\n"
+            ),
+        )
+        .expect("write manifest");
+        path
+    };
+    let first = manifest("first", "10.96.0.50", 30080);
+    let out = c.kubectl(&["apply", "-f", first.to_str().expect("utf-8 path")]);
+    assert!(out.contains("service/first created"), "{out}");
+    let same_ip = manifest("second", "10.96.0.50", 30081);
+    let out = c.kubectl(&["apply", "-f", same_ip.to_str().expect("utf-8 path")]);
+    assert!(
+        out.contains("failed to allocate IP 10.96.0.50: provided IP is already allocated"),
+        "{out}"
+    );
+    let same_port = manifest("third", "10.96.0.51", 30080);
+    let out = c.kubectl(&["apply", "-f", same_port.to_str().expect("utf-8 path")]);
+    assert!(
+        out.contains(
+            "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+        ),
+        "{out}"
+    );
+    // The failed creates left nothing reserved: both values are free for a new Service once
+    // the first is gone.
+    let out = c.kubectl(&["delete", "service", "first"]);
+    assert!(out.contains("deleted"), "{out}");
+    let out = c.kubectl(&["apply", "-f", same_port.to_str().expect("utf-8 path")]);
+    assert!(out.contains("service/third created"), "{out}");
+}

@@ -128,6 +128,8 @@ async fn dns_follows_the_api_server() {
             metrics_address: None,
             udp_workers: 1,
             resolv_conf: "/nonexistent".into(),
+            // Also runs the pod watch (readiness waits for its first sync).
+            pods: svcnet_dns::PodMode::Verified,
             ..svcnet_dns::Config::default()
         },
         cancel.0.clone(),

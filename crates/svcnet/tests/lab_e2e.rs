@@ -55,7 +55,12 @@ fn snapshot(data_dir: &Path) -> Snapshot {
         .map(str::to_string)
         .collect();
     processes.sort();
-    Snapshot { netns: capture("ip", &["netns", "list"]), links, ruleset: capture("nft", &["list", "ruleset"]), processes }
+    Snapshot {
+        netns: capture("ip", &["netns", "list"]),
+        links,
+        ruleset: capture("nft", &["list", "ruleset"]),
+        processes,
+    }
 }
 
 /// Removes the lab whatever happens to the test.
@@ -90,22 +95,34 @@ fn check_until_pass(data_dir: &Path, timeout: Duration) -> (bool, serde_json::Va
     let deadline = Instant::now() + timeout;
     loop {
         let out = svcnet(data_dir, &["check", "--output", "json"]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         if out.status.success() || Instant::now() >= deadline {
             return (out.status.success(), report, text(&out));
         }
     }
 }
 
-fn lb_address(data_dir: &Path, name: &str) -> String {
+/// The demo's LoadBalancer Services as (name, address, announcing node).
+fn lb_services(data_dir: &Path) -> Vec<(String, String, Option<String>)> {
     let out = svcnet(data_dir, &["status", "--output", "json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
     status["services"]
         .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == name))
-        .and_then(|s| s["load_balancer_ip"].as_str())
-        .unwrap_or_else(|| panic!("{name} has no LB address: {status}"))
-        .to_string()
+        .map(|services| {
+            services
+                .iter()
+                .filter(|s| s["type"] == "LoadBalancer" && s["namespace"] == "demo")
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap_or_default().to_string(),
+                        s["load_balancer_ip"].as_str().unwrap_or_default().to_string(),
+                        s["announced_by"].as_str().map(str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn host_address(data_dir: &Path, name: &str) -> String {
@@ -121,13 +138,28 @@ fn host_address(data_dir: &Path, name: &str) -> String {
 
 /// A client on vm-1 requesting the internal LB in a loop (bounded in time): returns the time
 /// from the first failed request to the next good one.
-fn failover_loop(address: String, stop_after: Duration) -> std::thread::JoinHandle<Option<Duration>> {
+fn failover_loop(
+    address: String,
+    stop_after: Duration,
+) -> std::thread::JoinHandle<Option<Duration>> {
     std::thread::spawn(move || {
         let start = Instant::now();
         let mut first_failure: Option<Instant> = None;
         while start.elapsed() < stop_after {
             let ok = Command::new("ip")
-                .args(["netns", "exec", "svcnet-lab-vm-1", "curl", "-s", "-o", "/dev/null", "--connect-timeout", "0.5", "-m", "1"])
+                .args([
+                    "netns",
+                    "exec",
+                    "svcnet-lab-vm-1",
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--connect-timeout",
+                    "0.5",
+                    "-m",
+                    "1",
+                ])
                 .arg(format!("http://{address}/"))
                 .status()
                 .map(|s| s.success())
@@ -157,7 +189,13 @@ fn mismatches(report: &serde_json::Value) -> Vec<String> {
             cells
                 .iter()
                 .filter(|c| c["expected"].as_bool() != Some(!c["answered_by"].is_null()))
-                .map(|c| format!("{}->{}", c["source"].as_str().unwrap_or("?"), c["target"].as_str().unwrap_or("?")))
+                .map(|c| {
+                    format!(
+                        "{}->{}",
+                        c["source"].as_str().unwrap_or("?"),
+                        c["target"].as_str().unwrap_or("?")
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -171,14 +209,19 @@ const UNANNOUNCED: [&str; 3] = ["internet->external-lb", "vm->external-lb", "vm-
 
 /// Polls `lab check` until it passes, or (without the speaker) until only the LB cells that
 /// need an announcement fail.
-fn check_until_expected(data_dir: &Path, announces: bool, timeout: Duration) -> (bool, serde_json::Value, String) {
+fn check_until_expected(
+    data_dir: &Path,
+    announces: bool,
+    timeout: Duration,
+) -> (bool, serde_json::Value, String) {
     if announces {
         return check_until_pass(data_dir, timeout);
     }
     let deadline = Instant::now() + timeout;
     loop {
         let out = svcnet(data_dir, &["check", "--output", "json"]);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
         let zones_ok = report["zones_seen"] == report["zones_expected"];
         // FIXME: the speaker is not wired into `svcnet node` yet; assert today's result.
         let as_expected = !out.status.success() && mismatches(&report) == UNANNOUNCED && zones_ok;
@@ -198,16 +241,37 @@ fn lab_round(dataplane: &str) {
         let _down = Down(data_dir.clone());
         let started = Instant::now();
         let up = svcnet(&data_dir, &["up", "--dataplane", dataplane]);
-        assert!(up.status.success(), "lab up ({dataplane}) failed: {}\n{}", text(&up), logs(&data_dir));
-        let (passed, report, out) = check_until_expected(&data_dir, announces, Duration::from_secs(30));
+        assert!(
+            up.status.success(),
+            "lab up ({dataplane}) failed: {}\n{}",
+            text(&up),
+            logs(&data_dir)
+        );
+        let (passed, report, out) =
+            check_until_expected(&data_dir, announces, Duration::from_secs(30));
         assert!(passed, "lab check ({dataplane}) failed: {out}\n{}", logs(&data_dir));
-        println!("lab[{dataplane}]: up -> passing check in {:.1}s", started.elapsed().as_secs_f64());
-        assert_eq!(report["zones_seen"].as_array().map(Vec::len), Some(2), "answers from both zones: {report}");
+        println!(
+            "lab[{dataplane}]: up -> passing check in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            report["zones_seen"].as_array().map(Vec::len),
+            Some(2),
+            "answers from both zones: {report}"
+        );
 
         // Fail node-1 while vm-1 loops requests to the internal LB (to the NodePort on node-2
         // while nothing announces the LB: then it only shows the loop runs).
         let target = if announces {
-            format!("{}:80", lb_address(&data_dir, "demo-internal-lb"))
+            // The LB address node-1 announces (so its failure moves it), else the internal LB.
+            let lbs = lb_services(&data_dir);
+            let on_node_1 = lbs.iter().find(|(_, _, by)| by.as_deref() == Some("node-1"));
+            let internal = lbs.iter().find(|(name, _, _)| name == "demo-internal-lb");
+            let (name, address, by) = on_node_1.or(internal).expect("an LB Service").clone();
+            println!(
+                "lab[{dataplane}]: looping requests from vm-1 to {name} {address} (announced by {by:?})"
+            );
+            format!("{address}:80")
         } else {
             format!("{}:30080", host_address(&data_dir, "node-2"))
         };
@@ -216,12 +280,25 @@ fn lab_round(dataplane: &str) {
         assert!(fail.status.success(), "lab fail: {}", text(&fail));
         let failover = looper.join().expect("failover loop");
         match failover {
-            Some(d) => println!("lab[{dataplane}]: failover (first failed -> first good request) {:.2}s", d.as_secs_f64()),
+            Some(d) => println!(
+                "lab[{dataplane}]: failover (first failed -> first good request) {:.2}s",
+                d.as_secs_f64()
+            ),
             None => println!("lab[{dataplane}]: no request failed while node-1 was cut off"),
         }
-        let (passed, report, out) = check_until_expected(&data_dir, announces, Duration::from_secs(60));
+        let (passed, report, out) =
+            check_until_expected(&data_dir, announces, Duration::from_secs(60));
         assert!(passed, "check after failing node-1 ({dataplane}): {out}\n{}", logs(&data_dir));
         assert_eq!(report["zones_seen"], serde_json::json!(["zone-b"]), "{report}");
+        if announces {
+            for (name, _, by) in lb_services(&data_dir) {
+                assert_eq!(
+                    by.as_deref(),
+                    Some("node-2"),
+                    "{name} is announced from the other zone"
+                );
+            }
+        }
 
         let heal = svcnet(&data_dir, &["heal", "node-1"]);
         assert!(heal.status.success(), "lab heal: {}", text(&heal));
@@ -229,7 +306,11 @@ fn lab_round(dataplane: &str) {
         assert!(passed, "check after healing node-1 ({dataplane}): {out}\n{}", logs(&data_dir));
     }
     // `_down` ran: the machine is as before.
-    assert_eq!(snapshot(&data_dir), before, "lab down leaves namespaces, links, rules and processes as before");
+    assert_eq!(
+        snapshot(&data_dir),
+        before,
+        "lab down leaves namespaces, links, rules and processes as before"
+    );
     let again = svcnet(&data_dir, &["down"]);
     assert!(again.status.success(), "lab down is safe twice: {}", text(&again));
 }
@@ -240,5 +321,8 @@ fn lab_up_check_fail_heal_down() {
         eprintln!("skipped: the lab needs root");
         return;
     }
-    lab_round("nftables");
+    // One lab at a time: the lab's namespace names are fixed.
+    for dataplane in ["nftables", "iptables", "userspace"] {
+        lab_round(dataplane);
+    }
 }

@@ -84,7 +84,8 @@ fn plan(n: u32, m: u32, changed: bool) -> ProxyPlan {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let get =
+        |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let style = get("--style").unwrap_or_else(|| "nft".to_string());
     let variant = get("--variant").unwrap_or_else(|| "full".to_string());
     let n: u32 = get("-n").and_then(|v| v.parse().ok()).unwrap_or(100);
@@ -96,7 +97,9 @@ fn main() {
         ("ipt", "full") => render::iptables::render(&old),
         ("ipt", "update") => render::iptables::render_update(&old, &plan(n, m, true), IpFamily::V4),
         _ => {
-            eprintln!("usage: svcnet-bench-dataplane --style nft|ipt --variant full|update -n N [-m M]");
+            eprintln!(
+                "usage: svcnet-bench-dataplane --style nft|ipt --variant full|update -n N [-m M]"
+            );
             std::process::exit(2);
         }
     };

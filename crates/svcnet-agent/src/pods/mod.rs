@@ -372,6 +372,7 @@ async fn supervise(
     let mut deleting = false;
     let mut gone = false;
     let mut stopping_for_shutdown = false;
+    let mut closed = false;
     let mut retry = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -408,9 +409,8 @@ async fn supervise(
                 }
             }
             changed = status_rx.changed() => {
-                if changed.is_err() {
-                    break;
-                }
+                // Closed: every container has ended; the final status is still written below.
+                closed = changed.is_err();
             }
             _ = retry.tick(), if !last_write_ok => {}
         }
@@ -423,7 +423,7 @@ async fn supervise(
                 written = Some(status);
             }
         }
-        if runtime.terminated && (deleting || gone || stopping_for_shutdown) {
+        if closed || (runtime.terminated && (deleting || gone || stopping_for_shutdown)) {
             break;
         }
     }

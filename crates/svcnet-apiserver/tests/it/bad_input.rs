@@ -33,6 +33,9 @@ fn bodies() -> Vec<Vec<u8>> {
     ];
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     out.push(deep.into_bytes());
+    out.push("- ".repeat(20000).into_bytes());
+    out.push("a: ".repeat(20000).into_bytes());
+    out.push(format!("{}1{}", "{\"a\":".repeat(3000), "}".repeat(3000)).into_bytes());
     out
 }
 

@@ -296,3 +296,28 @@ async fn pods_bind_log_and_terminate_gracefully() {
     pods.delete("p", &DeleteParams::default()).await.expect("delete unbound");
     assert!(pods.get_opt("p").await.expect("get").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_list_watcher() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let api: Api<Service> = Api::namespaced(client, "default");
+    api.create(&PostParams::default(), &service("early", 1)).await.expect("create");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let w = tokio::spawn(watcher(api.clone(), watcher::Config::default().streaming_lists()).for_each(move |ev| {
+        let s = match ev {
+            Ok(ev) => summarize(&ev),
+            Err(e) => Some(format!("error {e}")),
+        };
+        if let Some(s) = s {
+            let _ = tx.send(s);
+        }
+        futures::future::ready(())
+    }));
+    let initial = wait_for(&mut rx, "initdone").await;
+    assert!(initial.contains(&"initapply early".to_string()), "{initial:?}");
+    assert!(!initial.iter().any(|s| s.starts_with("error")), "{initial:?}");
+    api.create(&PostParams::default(), &service("late", 2)).await.expect("create");
+    wait_for(&mut rx, "apply late 2").await;
+    w.abort();
+}

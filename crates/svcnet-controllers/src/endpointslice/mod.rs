@@ -49,6 +49,23 @@ impl Default for EndpointSliceConfig {
 
 const WATCHES: usize = 5;
 
+/// (namespace, label key, label value).
+type LabelKey = (String, String, String);
+
+/// The first (in key order) pair of the Service's selector, if it selects pods.
+fn first_selector_pair(svc: &Service) -> Option<LabelKey> {
+    if !desired::has_selector(svc) {
+        return None;
+    }
+    let (k, v) = svc.spec.as_ref()?.selector.as_ref()?.iter().next()?;
+    Some((svc.metadata.namespace.clone().unwrap_or_default(), k.clone(), v.clone()))
+}
+
+fn pod_label_keys(pod: &Pod) -> Vec<LabelKey> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    pod.metadata.labels.iter().flatten().map(|(k, v)| (ns.clone(), k.clone(), v.clone())).collect()
+}
+
 /// The controller's view of the cluster, fed by the watches.
 #[derive(Default)]
 struct State {
@@ -60,6 +77,11 @@ struct State {
     /// Services whose slices may hold the pod (a superset).
     pod_services: HashMap<ObjectKey, HashSet<ObjectKey>>,
     nodes: BTreeMap<String, Node>,
+    /// Services by the first pair of their selector, so a pod event looks only at Services
+    /// that can match one of its labels.
+    selector_index: HashMap<LabelKey, HashSet<String>>,
+    /// Pods by each of their labels, so a reconcile looks only at candidate pods.
+    pod_label_index: HashMap<LabelKey, HashSet<String>>,
     /// Slices by the Service they name (`kubernetes.io/service-name`), then by slice name.
     slices: HashMap<ObjectKey, BTreeMap<String, Arc<EndpointSlice>>>,
     /// Slices this controller deleted whose Delete event has not arrived yet.
@@ -76,12 +98,14 @@ impl State {
     fn matching_services(&self, pod: &Pod) -> HashSet<ObjectKey> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let mut out = HashSet::new();
-        for name in self.services_by_ns.get(&ns).into_iter().flatten() {
-            let key = ObjectKey { namespace: ns.clone(), name: name.clone() };
-            if let Some(svc) = self.services.get(&key)
-                && desired::selects(svc, pod)
-            {
-                out.insert(key);
+        for label in pod_label_keys(pod) {
+            for name in self.selector_index.get(&label).into_iter().flatten() {
+                let key = ObjectKey { namespace: ns.clone(), name: name.clone() };
+                if let Some(svc) = self.services.get(&key)
+                    && desired::selects(svc, pod)
+                {
+                    out.insert(key);
+                }
             }
         }
         out
@@ -89,12 +113,42 @@ impl State {
 
     fn put_service(&mut self, svc: Service) -> ObjectKey {
         let key = ObjectKey::of(&svc);
+        self.unindex_service(&key);
+        if let Some(pair) = first_selector_pair(&svc) {
+            self.selector_index.entry(pair).or_default().insert(key.name.clone());
+        }
         self.services_by_ns.entry(key.namespace.clone()).or_default().insert(key.name.clone());
         self.services.insert(key.clone(), Arc::new(svc));
         key
     }
 
+    fn unindex_service(&mut self, key: &ObjectKey) {
+        if let Some(pair) = self.services.get(key).and_then(|old| first_selector_pair(old))
+            && let Some(set) = self.selector_index.get_mut(&pair)
+        {
+            set.remove(&key.name);
+            if set.is_empty() {
+                self.selector_index.remove(&pair);
+            }
+        }
+    }
+
+    /// The pods that may match the Service (a superset; callers filter with `selects`).
+    fn candidate_pods(&self, svc: &Service) -> Vec<Arc<Pod>> {
+        let Some(pair) = first_selector_pair(svc) else { return Vec::new() };
+        let ns = pair.0.clone();
+        self.pod_label_index
+            .get(&pair)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| {
+                self.pods.get(&ObjectKey { namespace: ns.clone(), name: name.clone() }).cloned()
+            })
+            .collect()
+    }
+
     fn remove_service(&mut self, key: &ObjectKey) {
+        self.unindex_service(key);
         self.services.remove(key);
         if let Some(set) = self.services_by_ns.get_mut(&key.namespace) {
             set.remove(&key.name);
@@ -105,12 +159,18 @@ impl State {
     fn put_pod(&mut self, pod: Pod) -> HashSet<ObjectKey> {
         let key = ObjectKey::of(&pod);
         let mut affected = self.remove_pod(&key);
-        affected.extend(self.matching_services(&pod));
+        let matching = self.matching_services(&pod);
+        affected.extend(matching.iter().cloned());
         if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
             self.pods_by_node.entry(node).or_default().insert(key.clone());
         }
         self.pods_by_ns.entry(key.namespace.clone()).or_default().insert(key.name.clone());
-        self.pod_services.insert(key.clone(), affected.clone());
+        for label in pod_label_keys(&pod) {
+            self.pod_label_index.entry(label).or_default().insert(key.name.clone());
+        }
+        // Services that stop matching are in `affected` and get reconciled now; only the
+        // current matches need remembering.
+        self.pod_services.insert(key.clone(), matching);
         self.pods.insert(key, Arc::new(pod));
         affected
     }
@@ -124,6 +184,14 @@ impl State {
         }
         if let Some(set) = self.pods_by_ns.get_mut(&key.namespace) {
             set.remove(&key.name);
+        }
+        for label in pod_label_keys(&old) {
+            if let Some(set) = self.pod_label_index.get_mut(&label) {
+                set.remove(&key.name);
+                if set.is_empty() {
+                    self.pod_label_index.remove(&label);
+                }
+            }
         }
         let mut affected = self.pod_services.remove(key).unwrap_or_default();
         affected.extend(self.matching_services(&old));
@@ -337,6 +405,7 @@ impl EndpointSliceController {
                     let mut keys: Vec<ObjectKey> = s.services.keys().cloned().collect();
                     s.services.clear();
                     s.services_by_ns.clear();
+                    s.selector_index.clear();
                     for svc in all {
                         keys.push(s.put_service(svc));
                     }
@@ -363,6 +432,7 @@ impl EndpointSliceController {
                     s.pods_by_ns.clear();
                     s.pods_by_node.clear();
                     s.pod_services.clear();
+                    s.pod_label_index.clear();
                     for pod in all {
                         keys.extend(s.put_pod(pod));
                     }
@@ -499,17 +569,7 @@ impl EndpointSliceController {
             };
             return Plan { changes: SliceChanges { delete, ..Default::default() }, endpoints };
         };
-        let pods: Vec<Arc<Pod>> = s
-            .pods_by_ns
-            .get(&key.namespace)
-            .into_iter()
-            .flatten()
-            .filter_map(|name| {
-                s.pods
-                    .get(&ObjectKey { namespace: key.namespace.clone(), name: name.clone() })
-                    .cloned()
-            })
-            .collect();
+        let pods: Vec<Arc<Pod>> = s.candidate_pods(&svc);
         let selected: Vec<&Pod> =
             pods.iter().map(|p| p.as_ref()).filter(|p| desired::selects(&svc, p)).collect();
         for pod in &selected {

@@ -295,3 +295,60 @@ fn legacy_endpoints_mirror() {
     assert_eq!(subsets[0].not_ready_addresses.as_ref().unwrap()[0].ip, "10.0.0.2");
     assert_eq!(subsets[0].ports.as_ref().unwrap()[0].port, 8080);
 }
+
+/// Applies changes as the API server would (created slices get names).
+fn apply(
+    existing: &[EndpointSlice],
+    changes: &SliceChanges,
+    next_name: &mut usize,
+) -> Vec<EndpointSlice> {
+    let gone: Vec<&str> = changes
+        .delete
+        .iter()
+        .chain(changes.update.iter())
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
+    let mut out: Vec<EndpointSlice> = existing
+        .iter()
+        .filter(|s| !gone.contains(&s.metadata.name.as_deref().unwrap_or("")))
+        .cloned()
+        .collect();
+    out.extend(changes.update.iter().cloned());
+    for s in &changes.create {
+        let mut s = s.clone();
+        s.metadata.name = Some(format!("web-{next_name}"));
+        *next_name += 1;
+        out.push(s);
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+    /// Whatever sequence of pod sets arrives, the applied slices hold exactly the wanted
+    /// endpoints, each once, at most `max` per slice, and a second reconcile changes nothing.
+    #[test]
+    fn slices_converge(steps in proptest::collection::vec(proptest::collection::btree_map(0u16..60, (proptest::bool::ANY, 0u8..2), 0..60), 1..8), max in 1usize..20) {
+        let svc = service("web");
+        let mut existing: Vec<EndpointSlice> = Vec::new();
+        let mut next_name = 0;
+        for pods_spec in steps {
+            let pods: Vec<Pod> = pods_spec.iter().map(|(i, (ready, port))| pod(&format!("p{i}"), &format!("10.0.0.{}", i + 1), *ready, 8080 + i32::from(*port), "n1")).collect();
+            let refs: Vec<&Pod> = pods.iter().collect();
+            let changes = desired_slices(&svc, &refs, &nodes(), &existing, max);
+            existing = apply(&existing, &changes, &mut next_name);
+            let mut seen = std::collections::BTreeMap::new();
+            for s in &existing {
+                proptest::prop_assert!(!s.endpoints.is_empty() && s.endpoints.len() <= max);
+                for e in &s.endpoints {
+                    let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+                    let port = s.ports.as_ref().and_then(|p| p[0].port).unwrap_or(0);
+                    proptest::prop_assert!(seen.insert(e.addresses[0].clone(), (ready, port)).is_none(), "duplicate {}", e.addresses[0]);
+                }
+            }
+            let want: std::collections::BTreeMap<String, (bool, i32)> = pods_spec.iter().map(|(i, (ready, port))| (format!("10.0.0.{}", i + 1), (*ready, 8080 + i32::from(*port)))).collect();
+            proptest::prop_assert_eq!(&seen, &want);
+            proptest::prop_assert!(desired_slices(&svc, &refs, &nodes(), &existing, max).is_empty());
+        }
+    }
+}

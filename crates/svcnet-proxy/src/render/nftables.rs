@@ -45,7 +45,7 @@
 //!   local endpoint), checked after DNAT.
 //! * `loadBalancerSourceRanges`: `firewall-ips-v4` (F) and `firewall-allow-v4`
 //!   (F . saddr interval); other sources are dropped before DNAT.
-//! * `masquerading`: hairpin (`saddr . daddr @hairpin-v4`, endpoint to itself) is
+//! * `masquerading`: hairpin (`saddr . daddr @hairpin-v4`, a local endpoint to itself) is
 //!   masqueraded; then the mark bit 0x4000 is tested, cleared and the packet masqueraded.
 //! * NodePorts: one F per address in `NodePlan::node_port_addresses` (no `fib` match: the
 //!   backend maps are keyed by the destination address, so it must be known).
@@ -324,7 +324,11 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
                 } else {
                     let chain = pick(&mut l, key.family, pool, sp, pool_slots, &fk);
                     dispatch.entry(key.family).or_default().insert((false, chain.clone()));
-                    l.set(&format!("in-{chain}"), "set", &format!("type {} . inet_proto . inet_service ;", f.addr_type));
+                    l.set(
+                        &format!("in-{chain}"),
+                        "set",
+                        &format!("type {} . inet_proto . inet_service ;", f.addr_type),
+                    );
                     l.element(&format!("in-{chain}"), fk.clone(), None);
                 }
                 // Pod- and host-originated traffic to an external Local frontend goes to
@@ -333,12 +337,17 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
                     let chain = pick(&mut l, key.family, Pool::Cluster, sp, &cluster_slots, &fk);
                     dispatch.entry(key.family).or_default().insert((true, chain.clone()));
                     l.element(&format!("etp-local-{s}"), fk.clone(), None);
-                    l.set(&format!("shortcut-{chain}"), "set", &format!("type {} . inet_proto . inet_service ;", f.addr_type));
+                    l.set(
+                        &format!("shortcut-{chain}"),
+                        "set",
+                        &format!("type {} . inet_proto . inet_service ;", f.addr_type),
+                    );
                     l.element(&format!("shortcut-{chain}"), fk.clone(), None);
                 }
             }
         }
-        for b in sp.cluster_backends.iter().chain(&sp.local_backends) {
+        // Only an endpoint on this node can reach itself through this node's rules.
+        for b in sp.cluster_backends.iter().chain(&sp.local_backends).filter(|b| b.is_local) {
             l.element(&format!("hairpin-{s}"), format!("{} . {}", b.ip, b.ip), None);
         }
     }
@@ -355,9 +364,17 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
         for (shortcut, chain) in &chains {
             if *shortcut {
                 if detect_local {
-                    l.rule("services", format!("{ip} saddr @cluster-cidrs-{s} {fkey} @shortcut-{chain} goto {chain}"));
+                    l.rule(
+                        "services",
+                        format!(
+                            "{ip} saddr @cluster-cidrs-{s} {fkey} @shortcut-{chain} goto {chain}"
+                        ),
+                    );
                 }
-                l.rule("services", format!("fib saddr type local {fkey} @shortcut-{chain} goto {chain}"));
+                l.rule(
+                    "services",
+                    format!("fib saddr type local {fkey} @shortcut-{chain} goto {chain}"),
+                );
             }
         }
         for (shortcut, chain) in &chains {

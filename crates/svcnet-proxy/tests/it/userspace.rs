@@ -301,3 +301,29 @@ async fn node_ports_listen_on_node_port_addresses() {
         );
     }
 }
+
+#[tokio::test]
+async fn bulk_data_is_forwarded_intact_with_half_close() {
+    let echo = Echo::start("bulk").await;
+    let fe = frontend(14);
+    let _dp =
+        dataplane_with(&cluster_ip_plan(fe, Protocol::Tcp, &[echo.tcp], Scheduler::Random)).await;
+    let (name, reader) = connect_and_name(fe, None).await;
+    assert_eq!(name, "bulk");
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (mut read, mut write) = reader.into_inner().into_split();
+    let to_send = data.clone();
+    let writer = tokio::spawn(async move {
+        write.write_all(&to_send).await.unwrap();
+        // Half-close: the echo server sees EOF, finishes echoing and closes.
+        write.shutdown().await.unwrap();
+    });
+    let mut echoed = Vec::new();
+    tokio::time::timeout(DEADLINE, read.read_to_end(&mut echoed))
+        .await
+        .expect("echo in time")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "bulk data was corrupted");
+}

@@ -28,7 +28,9 @@ pub enum Kind {
 fn data_plane(kind: Kind) -> Box<dyn DataPlane> {
     match kind {
         Kind::Nftables => Box::new(NftablesDataPlane::new(NftablesConfig::default())),
-        Kind::Iptables => Box::new(IptablesDataPlane::new(IptablesConfig { ipv6: false, ..Default::default() })),
+        Kind::Iptables => {
+            Box::new(IptablesDataPlane::new(IptablesConfig { ipv6: false, ..Default::default() }))
+        }
         Kind::IptablesLegacy => Box::new(IptablesDataPlane::new(IptablesConfig {
             backend: IptablesBackend::Legacy,
             ipv6: false,
@@ -38,7 +40,11 @@ fn data_plane(kind: Kind) -> Box<dyn DataPlane> {
 }
 
 /// Runs `apply` (or `cleanup`) inside the node namespace on a thread of its own.
-fn apply(node: &NetnsGuard, mut dp: Box<dyn DataPlane>, plan: Option<ProxyPlan>) -> Box<dyn DataPlane> {
+fn apply(
+    node: &NetnsGuard,
+    mut dp: Box<dyn DataPlane>,
+    plan: Option<ProxyPlan>,
+) -> Box<dyn DataPlane> {
     node.thread(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         rt.block_on(async {
@@ -113,7 +119,15 @@ struct Addrs {
 fn addrs(t: &Topology) -> Addrs {
     let o = t.subnet.octets();
     let h = |last| Ipv4Addr::new(o[0], o[1], o[2], last);
-    Addrs { web: h(240), empty: h(241), sticky: h(242), local: h(243), dns: h(244), lb: h(250), lb_denied: h(251) }
+    Addrs {
+        web: h(240),
+        empty: h(241),
+        sticky: h(242),
+        local: h(243),
+        dns: h(244),
+        lb: h(250),
+        lb_denied: h(251),
+    }
 }
 
 fn plan(t: &Topology, web_pods: &[usize], dns_pod: usize) -> ProxyPlan {
@@ -129,7 +143,8 @@ fn plan(t: &Topology, web_pods: &[usize], dns_pod: usize) -> ProxyPlan {
         },
         ..Default::default()
     };
-    let web_backends: Vec<Backend> = web_pods.iter().map(|i| backend(t.pod_ip(*i), TCP_PORT, true)).collect();
+    let web_backends: Vec<Backend> =
+        web_pods.iter().map(|i| backend(t.pod_ip(*i), TCP_PORT, true)).collect();
     let mut web = service(
         vec![
             fe(FrontendKind::ClusterIp, Some(a.web), 80, tcp),
@@ -140,16 +155,26 @@ fn plan(t: &Topology, web_pods: &[usize], dns_pod: usize) -> ProxyPlan {
     );
     web.load_balancer_source_ranges = vec![format!("{}/32", t.client_ip()).parse().expect("cidr")];
     plan.service_ports.insert(key("web", tcp), web);
-    let mut denied = service(vec![fe(FrontendKind::LoadBalancer, Some(a.lb_denied), 80, tcp)], web_backends.clone());
+    let mut denied = service(
+        vec![fe(FrontendKind::LoadBalancer, Some(a.lb_denied), 80, tcp)],
+        web_backends.clone(),
+    );
     denied.load_balancer_source_ranges = vec!["192.0.2.0/24".parse().expect("cidr")];
     plan.service_ports.insert(key("denied", tcp), denied);
-    plan.service_ports.insert(key("empty", tcp), service(vec![fe(FrontendKind::ClusterIp, Some(a.empty), 80, tcp)], vec![]));
-    let mut sticky = service(vec![fe(FrontendKind::ClusterIp, Some(a.sticky), 80, tcp)], web_backends);
+    plan.service_ports.insert(
+        key("empty", tcp),
+        service(vec![fe(FrontendKind::ClusterIp, Some(a.empty), 80, tcp)], vec![]),
+    );
+    let mut sticky =
+        service(vec![fe(FrontendKind::ClusterIp, Some(a.sticky), 80, tcp)], web_backends);
     sticky.session_affinity_timeout = Some(600);
     plan.service_ports.insert(key("sticky", tcp), sticky);
     // Pod 0 is on this node, pod 1 is "remote".
     let mut local = service(
-        vec![fe(FrontendKind::ClusterIp, Some(a.local), 80, tcp), fe(FrontendKind::NodePort, None, 30081, tcp)],
+        vec![
+            fe(FrontendKind::ClusterIp, Some(a.local), 80, tcp),
+            fe(FrontendKind::NodePort, None, 30081, tcp),
+        ],
         vec![backend(t.pod_ip(0), TCP_PORT, true), backend(t.pod_ip(1), TCP_PORT, false)],
     );
     local.external_traffic_policy = TrafficPolicy::Local;
@@ -170,7 +195,11 @@ fn sock(ip: Ipv4Addr, port: u16) -> SocketAddr {
 
 /// Names of the backends reached by `n` connections from `ns`.
 fn spread(ns: &NetnsGuard, addr: SocketAddr, n: usize) -> Vec<String> {
-    in_ns(ns, move || (0..n).map(|_| who(addr, Duration::from_secs(2)).unwrap_or_else(|e| format!("error: {e:?}"))).collect())
+    in_ns(ns, move || {
+        (0..n)
+            .map(|_| who(addr, Duration::from_secs(2)).unwrap_or_else(|e| format!("error: {e:?}")))
+            .collect()
+    })
 }
 
 pub fn run_scenario(kind: Kind) {
@@ -180,21 +209,36 @@ pub fn run_scenario(kind: Kind) {
     }
     let t = Topology::new(3).expect("topology");
     let a = addrs(&t);
-    let _echoes: Vec<echo::Echo> =
-        t.pods.iter().enumerate().map(|(i, p)| echo::start(p, format!("pod-{i}")).expect("echo")).collect();
+    let _echoes: Vec<echo::Echo> = t
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| echo::start(p, format!("pod-{i}")).expect("echo"))
+        .collect();
     let mut dp = data_plane(kind);
     let first = plan(&t, &[0, 1, 2], 0);
     dp = apply(&t.node, dp, Some(first.clone()));
 
     // ClusterIP from the client (outside the cluster CIDR) and from a pod: spread over all.
     let seen: BTreeSet<String> = spread(&t.client, sock(a.web, 80), 30).into_iter().collect();
-    assert_eq!(seen, ["pod-0", "pod-1", "pod-2"].map(String::from).into(), "{kind:?} ClusterIP from client");
+    assert_eq!(
+        seen,
+        ["pod-0", "pod-1", "pod-2"].map(String::from).into(),
+        "{kind:?} ClusterIP from client"
+    );
     let seen: BTreeSet<String> = spread(&t.pods[1], sock(a.web, 80), 30).into_iter().collect();
-    assert!(seen.len() >= 2 && seen.iter().all(|s| s.starts_with("pod-")), "{kind:?} ClusterIP from pod: {seen:?}");
+    assert!(
+        seen.len() >= 2 && seen.iter().all(|s| s.starts_with("pod-")),
+        "{kind:?} ClusterIP from pod: {seen:?}"
+    );
 
     // NodePort and an allowed LoadBalancer address.
-    let seen: BTreeSet<String> = spread(&t.client, sock(t.node_ip(), 30080), 20).into_iter().collect();
-    assert!(seen.len() >= 2 && seen.iter().all(|s| s.starts_with("pod-")), "{kind:?} NodePort: {seen:?}");
+    let seen: BTreeSet<String> =
+        spread(&t.client, sock(t.node_ip(), 30080), 20).into_iter().collect();
+    assert!(
+        seen.len() >= 2 && seen.iter().all(|s| s.starts_with("pod-")),
+        "{kind:?} NodePort: {seen:?}"
+    );
     let seen: BTreeSet<String> = spread(&t.client, sock(a.lb, 80), 10).into_iter().collect();
     assert!(seen.iter().all(|s| s.starts_with("pod-")), "{kind:?} LoadBalancer: {seen:?}");
 
@@ -214,9 +258,11 @@ pub fn run_scenario(kind: Kind) {
 
     // externalTrafficPolicy Local: outside traffic only to the local pod 0; pod traffic to
     // the NodePort short-circuits to every endpoint.
-    let seen: BTreeSet<String> = spread(&t.client, sock(t.node_ip(), 30081), 15).into_iter().collect();
+    let seen: BTreeSet<String> =
+        spread(&t.client, sock(t.node_ip(), 30081), 15).into_iter().collect();
     assert_eq!(seen, ["pod-0".to_string()].into(), "{kind:?} ETP Local from outside");
-    let seen: BTreeSet<String> = spread(&t.pods[2], sock(t.node_ip(), 30081), 20).into_iter().collect();
+    let seen: BTreeSet<String> =
+        spread(&t.pods[2], sock(t.node_ip(), 30081), 20).into_iter().collect();
     assert_eq!(seen, ["pod-0", "pod-1"].map(String::from).into(), "{kind:?} ETP Local from a pod");
 
     // UDP: a flow from a fixed source port, then its endpoint goes away.
@@ -236,10 +282,17 @@ pub fn run_scenario(kind: Kind) {
     dp = apply(&t.node, dp, Some(second.clone()));
     held.ping().expect("ping after an update");
     let seen: BTreeSet<String> = spread(&t.client, sock(a.web, 80), 20).into_iter().collect();
-    assert!(!seen.contains(&format!("pod-{}", others[1])), "{kind:?} removed endpoint still used: {seen:?}");
+    assert!(
+        !seen.contains(&format!("pod-{}", others[1])),
+        "{kind:?} removed endpoint still used: {seen:?}"
+    );
 
     // UDP moved to pod 1 after conntrack cleanup.
-    assert_eq!(echo::udp_who(&udp, sock(a.dns, 53)).as_deref(), Some("pod-1"), "{kind:?} UDP after change");
+    assert_eq!(
+        echo::udp_who(&udp, sock(a.dns, 53)).as_deref(),
+        Some("pod-1"),
+        "{kind:?} UDP after change"
+    );
 
     // Restart: a fresh data plane reconciles with what the kernel holds.
     drop(dp);

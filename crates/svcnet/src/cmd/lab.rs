@@ -75,20 +75,25 @@ fn node_runs_proxy() -> bool {
     command.get_arguments().any(|a| a.get_long() == Some("no-proxy"))
 }
 
-/// Whether `svcnet node` has the LoadBalancer speaker (`--announce-interface`).
-fn node_announces() -> bool {
+/// Whether `svcnet node` has the flag `--NAME`.
+fn node_has_flag(name: &str) -> bool {
     use clap::Args as _;
     let command = super::node::Args::augment_args(clap::Command::new("node"));
-    command.get_arguments().any(|a| a.get_long() == Some("announce-interface"))
+    command.get_arguments().any(|a| a.get_long() == Some(name))
 }
 
 fn load_state(data_dir: &std::path::Path) -> anyhow::Result<svcnet_lab::LabState> {
-    svcnet_lab::LabState::load(data_dir)?.ok_or_else(|| anyhow::anyhow!("the lab is not up (no state in {})", data_dir.display()))
+    svcnet_lab::LabState::load(data_dir)?
+        .ok_or_else(|| anyhow::anyhow!("the lab is not up (no state in {})", data_dir.display()))
 }
 
 async fn lab_client(data_dir: &std::path::Path) -> anyhow::Result<kube::Client> {
     let kubeconfig = data_dir.join("kubeconfig");
-    anyhow::ensure!(kubeconfig.exists(), "the lab's cluster is not running (no {}; was it `lab up --network-only`?)", kubeconfig.display());
+    anyhow::ensure!(
+        kubeconfig.exists(),
+        "the lab's cluster is not running (no {}; was it `lab up --network-only`?)",
+        kubeconfig.display()
+    );
     Ok(svcnet_lab::cluster::client(&kubeconfig).await?)
 }
 
@@ -97,7 +102,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         LabCommand::Up { dataplane, network_only } => {
             require_root()?;
-            let mut state = svcnet_lab::up_network(&data_dir).await.context("while building the lab network")?;
+            let mut state = svcnet_lab::up_network(&data_dir)
+                .await
+                .context("while building the lab network")?;
             if network_only {
                 println!("lab network is up (state in {})", data_dir.display());
                 return Ok(());
@@ -107,16 +114,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 dataplane,
                 svcnet: std::env::current_exe().context("while locating the svcnet binary")?,
                 node_runs_proxy: node_runs_proxy(),
-                node_announces: node_announces(),
+                node_announces: node_has_flag("announce-interface"),
+                node_pod_routes: node_has_flag("pod-route"),
                 node_monitor_grace_period: 15,
             };
             if !config.node_announces {
-                eprintln!("warning: `svcnet node` has no --announce-interface yet: LoadBalancer addresses are assigned but not announced on the VPC");
+                eprintln!(
+                    "warning: `svcnet node` has no --announce-interface yet: LoadBalancer addresses are assigned but not announced on the VPC"
+                );
             }
             let started = std::time::Instant::now();
             match svcnet_lab::orchestrate::start_cluster(&config, &mut state).await {
                 Ok(kubeconfig) => {
-                    println!("lab is up in {:.1}s; kubeconfig: {}", started.elapsed().as_secs_f64(), kubeconfig.display());
+                    println!(
+                        "lab is up in {:.1}s; kubeconfig: {}",
+                        started.elapsed().as_secs_f64(),
+                        kubeconfig.display()
+                    );
                     println!("next: KUBECONFIG={} kubectl get nodes", kubeconfig.display());
                     Ok(())
                 }
@@ -136,7 +150,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let state = load_state(&data_dir)?;
             // Services come from the API when the cluster runs (not after `up --network-only`).
             let services = match lab_client(&data_dir).await {
-                Ok(client) => Some(svcnet_lab::cluster::services(&client).await.context("while listing Services")?),
+                Ok(client) => Some(
+                    svcnet_lab::cluster::services(&client)
+                        .await
+                        .context("while listing Services")?,
+                ),
                 Err(_) => None,
             };
             if output == "json" {
@@ -163,16 +181,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             let t = &state.topology;
             println!();
-            println!("VPC {}  internal LB pool {}  external LB pool {}  services {}", t.vpc, t.internal_lb, t.external_lb, t.service_cidr);
+            println!(
+                "VPC {}  internal LB pool {}  external LB pool {}  services {}",
+                t.vpc, t.internal_lb, t.external_lb, t.service_cidr
+            );
             if let Some(port) = state.forward_port {
-                println!("API: https://127.0.0.1:{port} (kubeconfig {})", data_dir.join("kubeconfig").display());
+                println!(
+                    "API: https://127.0.0.1:{port} (kubeconfig {})",
+                    data_dir.join("kubeconfig").display()
+                );
             }
             if !state.failed.is_empty() {
                 println!("failed hosts: {}", state.failed.join(", "));
             }
             if let Some(services) = &services {
                 println!();
-                println!("{:<28} {:<13} {:<15} {:<15} {:<11} ANNOUNCED BY", "SERVICE", "TYPE", "CLUSTER-IP", "LB IP", "NODE PORTS");
+                println!(
+                    "{:<28} {:<13} {:<15} {:<15} {:<11} ANNOUNCED BY",
+                    "SERVICE", "TYPE", "CLUSTER-IP", "LB IP", "NODE PORTS"
+                );
                 for s in services {
                     let ports: Vec<String> = s.node_ports.iter().map(i32::to_string).collect();
                     println!(
@@ -182,7 +209,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         s.cluster_ip.as_deref().unwrap_or("-"),
                         s.load_balancer_ip.as_deref().unwrap_or("-"),
                         if ports.is_empty() { "-".to_string() } else { ports.join(",") },
-                        s.announced_by.as_deref().unwrap_or(if s.load_balancer_ip.is_some() { "(nobody)" } else { "-" })
+                        s.announced_by.as_deref().unwrap_or(if s.load_balancer_ip.is_some() {
+                            "(nobody)"
+                        } else {
+                            "-"
+                        })
                     );
                 }
             }
@@ -191,7 +222,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         LabCommand::Check { output } => {
             let state = load_state(&data_dir)?;
             let client = lab_client(&data_dir).await?;
-            let plan = svcnet_lab::cluster::check_plan(&client, &state).await.context("while planning the check")?;
+            let plan = svcnet_lab::cluster::check_plan(&client, &state)
+                .await
+                .context("while planning the check")?;
             let report = svcnet_lab::check::run(&plan).await;
             if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -211,7 +244,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 super::node::wait_for_signal().await;
                 stop.cancel();
             });
-            svcnet_workloads::run(client, svcnet_workloads::Config::default(), cancel).await.context("while running the workload controllers")?;
+            svcnet_workloads::run(client, svcnet_workloads::Config::default(), cancel)
+                .await
+                .context("while running the workload controllers")?;
             Ok(())
         }
         LabCommand::Exec { host, command } => {
@@ -222,7 +257,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     let pod = svcnet_lab::cluster::find_pod(&client, pod).await?;
                     svcnet_lab::cluster::find_pod_netns(&pod).await?
                 }
-                None => state.topology.host(&host).ok_or_else(|| svcnet_lab::Error::UnknownHost(host.clone()))?.netns.clone(),
+                None => state
+                    .topology
+                    .host(&host)
+                    .ok_or_else(|| svcnet_lab::Error::UnknownHost(host.clone()))?
+                    .netns
+                    .clone(),
             };
             let status = tokio::process::Command::new("ip")
                 .args(["netns", "exec", &netns])
@@ -243,7 +283,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Forward { netns, listen, to } => {
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("while listening on {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("while listening on {listen}"))?;
             let cancel = tokio_util::sync::CancellationToken::new();
             let stop = cancel.clone();
             tokio::spawn(async move {

@@ -58,6 +58,22 @@ pub struct Args {
     /// Initial crash-loop back-off in seconds (doubles up to 300).
     #[arg(long, default_value_t = 10.0)]
     backoff_base_seconds: f64,
+    /// Routes each pod gets through the bridge (bridge mode), e.g. the Service and cluster ranges.
+    /// Pods get no default route.
+    #[arg(long = "pod-route")]
+    pod_routes: Vec<String>,
+    /// Announce LoadBalancer addresses (ARP) on this interface, MetalLB-L2 style; off when unset.
+    #[arg(long)]
+    announce_interface: Option<String>,
+    /// Namespace of the per-address election Leases.
+    #[arg(long, default_value = "kube-system")]
+    announce_lease_namespace: String,
+    /// How long an address Lease lasts without renewal (failover time).
+    #[arg(long, default_value_t = 1000)]
+    announce_lease_duration_ms: u64,
+    /// How often the holder renews its Leases.
+    #[arg(long, default_value_t = 250)]
+    announce_renew_interval_ms: u64,
 }
 
 /// Waits for SIGINT or SIGTERM.
@@ -93,7 +109,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             PodNetwork::Bridge {
                 bridge: args.bridge.clone(),
                 pod_cidr: cidr.parse().context("while parsing --pod-cidr")?,
-                routes: vec!["0.0.0.0/0".parse().context("default route")?],
+                routes: args
+                    .pod_routes
+                    .iter()
+                    .map(|r| r.parse().with_context(|| format!("while parsing --pod-route {r}")))
+                    .collect::<anyhow::Result<_>>()?,
                 node_netns: args.node_netns.clone(),
             }
         }
@@ -112,6 +132,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ..Default::default()
         })
     };
+    let speaker = args.announce_interface.clone().map(|interface| svcnet_speaker::Config {
+        node_name: args.node_name.clone(),
+        zone: args.zone.clone().unwrap_or_default(),
+        interface,
+        lease_namespace: args.announce_lease_namespace.clone(),
+        lease_duration: Duration::from_millis(args.announce_lease_duration_ms),
+        renew_interval: Duration::from_millis(args.announce_renew_interval_ms),
+        state_file: Some(args.data_dir.join("speaker-addresses")),
+        ..Default::default()
+    });
     let config = svcnet_agent::Config {
         node_name: args.node_name,
         node_ip: args.node_ip,
@@ -132,6 +162,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         wait_for_signal().await;
         stop.cancel();
     });
-    svcnet_agent::run(client, config, cancel).await.context("while running the node agent")?;
-    Ok(())
+    let speaker_task = speaker.map(|speaker| {
+        let (client, cancel) = (client.clone(), cancel.clone());
+        tokio::spawn(async move { svcnet_speaker::run(client, speaker, cancel).await })
+    });
+    let result = svcnet_agent::run(client, config, cancel.clone()).await.context("while running the node agent");
+    cancel.cancel();
+    if let Some(task) = speaker_task {
+        match task.await {
+            Ok(Err(err)) => tracing::warn!(error = %err, "the LoadBalancer speaker failed"),
+            Err(err) => tracing::warn!(error = %err, "the LoadBalancer speaker panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    result
 }

@@ -133,10 +133,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     if let Some(path) = &args.objects {
         let model = svcnet_proxy::objects::load(path)?;
-        if config.node_name.is_empty() && model.nodes.len() == 1 {
-            if let Some(key) = model.nodes.keys().next() {
-                config.node_name = key.name.clone();
-            }
+        if config.node_name.is_empty()
+            && model.nodes.len() == 1
+            && let Some(key) = model.nodes.keys().next()
+        {
+            config.node_name = key.name.clone();
         }
         let plan = svcnet_proxy::plan(&model, &config.node_info());
         if args.dry_run || !args.once {

@@ -71,16 +71,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tasks.spawn(component("controllers", svcnet_controllers::run(client.clone(), controllers, cancel.clone())));
     tasks.spawn(component("workloads", svcnet_workloads::run(client.clone(), svcnet_workloads::Config::default(), cancel.clone())));
 
-    let agent = svcnet_agent::Config {
-        node_name: args.node_name.clone(),
-        node_ip,
-        network: svcnet_agent::PodNetwork::Loopback { range: POD_RANGE.parse()? },
-        data_dir: data_dir.join("node"),
-        kubelet_port: 0,
-        ..svcnet_agent::Config::default()
-    };
-    tasks.spawn(component("node", svcnet_agent::run(client.clone(), agent, cancel.clone())));
-
     let proxy = svcnet_proxy::Config {
         node_name: args.node_name.clone(),
         node_ips: vec![node_ip],
@@ -90,7 +80,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         health_check_bind_addresses: vec![node_ip],
         ..svcnet_proxy::Config::default()
     };
-    tasks.spawn(component("proxy", svcnet_proxy::run(client.clone(), proxy, cancel.clone())));
+    let agent = svcnet_agent::Config {
+        node_name: args.node_name.clone(),
+        node_ip,
+        network: svcnet_agent::PodNetwork::Loopback { range: POD_RANGE.parse()? },
+        data_dir: data_dir.join("agent"),
+        kubelet_port: 0,
+        proxy: Some(proxy),
+        ..svcnet_agent::Config::default()
+    };
+    tasks.spawn(component("node", svcnet_agent::run(client.clone(), agent, cancel.clone())));
 
     ensure_lb_pools(&client).await?;
     if !args.no_dns {
@@ -103,6 +102,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listen: dns_addr,
             service_cidrs: vec![SERVICE_RANGE.parse()?],
             pod_cidrs: vec![POD_RANGE.parse()?],
+            metrics_address: None,
             ..svcnet_dns::Config::default()
         };
         tasks.spawn(component("dns", svcnet_dns::run(client.clone(), dns, cancel.clone())));
@@ -210,6 +210,10 @@ async fn create_if_absent<K>(api: &Api<K>, object: &K) -> anyhow::Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
+    let name = object.meta().name.clone().unwrap_or_default();
+    if api.get_opt(&name).await?.is_some() {
+        return Ok(());
+    }
     match api.create(&PostParams::default(), object).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),

@@ -1,4 +1,6 @@
 //! Zero-copy TCP forwarding with splice(2): socket → pipe → socket, never through user memory.
+//! A direction starts by copying (cheap for request/response traffic, no pipe to create) and
+//! switches to splice at its first full 16 KiB read.
 //!
 //! One pipe per direction; each chunk read into the pipe is written out fully before the next
 //! read, so the pipe never holds more than one chunk and a `WouldBlock` always belongs to the
@@ -32,7 +34,50 @@ pub async fn bidirectional(client: &TcpStream, backend: &TcpStream) -> io::Resul
     Ok((up_bytes.unwrap_or_default(), down_bytes.unwrap_or_default()))
 }
 
+/// Bytes copied through user space before a direction counts as bulk and switches to splice.
+const COPY_BUFFER: usize = 16 * 1024;
+
+/// Forwards one direction: small reads are copied (no pipe is created for request/response
+/// traffic); the first read that fills the buffer switches the direction to splice.
 async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut total = 0u64;
+    loop {
+        src.readable().await?;
+        let n = match src.try_read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            shutdown_write(dst)?;
+            return Ok(total);
+        }
+        let mut written = 0;
+        while written < n {
+            dst.writable().await?;
+            match dst.try_write(&buf[written..n]) {
+                Ok(m) => written += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        total += n as u64;
+        if n == buf.len() {
+            return Ok(total + splice_one_way(src, dst).await?);
+        }
+    }
+}
+
+/// EOF from the source: pass the half-close on; the peer may still answer.
+fn shutdown_write(dst: &TcpStream) -> io::Result<()> {
+    match rustix::net::shutdown(dst, Shutdown::Write) {
+        Ok(()) | Err(rustix::io::Errno::NOTCONN) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn splice_one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
     let (pipe_read, pipe_write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     let mut total = 0u64;
@@ -47,12 +92,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
             Err(e) => return Err(e),
         };
         if n == 0 {
-            // EOF from src: pass the half-close on; the peer may still answer.
-            match rustix::net::shutdown(dst, Shutdown::Write) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::NOTCONN) => {}
-                Err(e) => return Err(e.into()),
-            }
+            shutdown_write(dst)?;
             return Ok(total);
         }
         let mut left = n;

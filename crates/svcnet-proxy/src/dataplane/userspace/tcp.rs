@@ -64,9 +64,11 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-fn tune(stream: &TcpStream, keepalive: Duration) {
+fn tune(stream: &TcpStream, keepalive: Duration, nodelay: bool) {
     let socket = SockRef::from(stream);
-    let _ = socket.set_tcp_nodelay(true);
+    if nodelay {
+        let _ = socket.set_tcp_nodelay(true);
+    }
     let _ = socket.set_tcp_keepalive(
         &TcpKeepalive::new().with_time(keepalive).with_interval(Duration::from_secs(10)),
     );
@@ -116,8 +118,8 @@ async fn serve(
     let counters = route.backends[index].counters.clone();
     counters.active.fetch_add(1, Ordering::Relaxed);
     counters.total.fetch_add(1, Ordering::Relaxed);
-    tune(&client_stream, config.tcp_keepalive);
-    tune(&backend_stream, config.tcp_keepalive);
+    tune(&client_stream, config.tcp_keepalive, true);
+    tune(&backend_stream, config.tcp_keepalive, false);
     let result = if config.splice {
         splice::bidirectional(&client_stream, &backend_stream).await
     } else {
