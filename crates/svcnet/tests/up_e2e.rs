@@ -1,6 +1,7 @@
 //! `svcnet up` as a newcomer runs it: the real binary, the real kubectl, the examples, curl to
 //! a ClusterIP; then a stop and a second `up` on the same data dir that resumes the cluster.
 //! Addresses are all in 127.0.0.0/8 (the default loopback mode).
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

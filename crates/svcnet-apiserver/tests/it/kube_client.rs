@@ -304,16 +304,18 @@ async fn streaming_list_watcher() {
     let api: Api<Service> = Api::namespaced(client, "default");
     api.create(&PostParams::default(), &service("early", 1)).await.expect("create");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let w = tokio::spawn(watcher(api.clone(), watcher::Config::default().streaming_lists()).for_each(move |ev| {
-        let s = match ev {
-            Ok(ev) => summarize(&ev),
-            Err(e) => Some(format!("error {e}")),
-        };
-        if let Some(s) = s {
-            let _ = tx.send(s);
-        }
-        futures::future::ready(())
-    }));
+    let w = tokio::spawn(
+        watcher(api.clone(), watcher::Config::default().streaming_lists()).for_each(move |ev| {
+            let s = match ev {
+                Ok(ev) => summarize(&ev),
+                Err(e) => Some(format!("error {e}")),
+            };
+            if let Some(s) = s {
+                let _ = tx.send(s);
+            }
+            futures::future::ready(())
+        }),
+    );
     let initial = wait_for(&mut rx, "initdone").await;
     assert!(initial.contains(&"initapply early".to_string()), "{initial:?}");
     assert!(!initial.iter().any(|s| s.starts_with("error")), "{initial:?}");
