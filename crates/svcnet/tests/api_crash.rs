@@ -95,13 +95,15 @@ async fn crash_test(store: &str, data_dir: PathBuf) {
     let mut c = wait_ready(&kubeconfig, &mut server).await;
 
     let acked: Arc<std::sync::Mutex<BTreeMap<String, u64>>> = Arc::default();
+    // Names whose DELETE was acknowledged: they must stay gone.
+    let deleted: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
     let n_ok = Arc::new(AtomicUsize::new(0));
     let max_rv = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..4 {
-        let (acked, n_ok, max_rv, stop) =
-            (acked.clone(), n_ok.clone(), max_rv.clone(), stop.clone());
+        let (acked, deleted, n_ok, max_rv, stop) =
+            (acked.clone(), deleted.clone(), n_ok.clone(), max_rv.clone(), stop.clone());
         let kubeconfig = kubeconfig.clone();
         workers.push(tokio::spawn(async move {
             let mut c = client(&kubeconfig).await;
@@ -120,6 +122,16 @@ async fn crash_test(store: &str, data_dir: PathBuf) {
                         acked.lock().expect("lock").insert(name, rv);
                         max_rv.fetch_max(rv, Ordering::SeqCst);
                         n_ok.fetch_add(1, Ordering::SeqCst);
+                        // Every other create also deletes the previous Service, so the burst
+                        // releases addresses and ports while the server is being killed.
+                        if i % 2 == 1 {
+                            let previous = format!("w{w}-{}", i - 1);
+                            // Whatever the outcome, the previous Service is no longer promised.
+                            acked.lock().expect("lock").remove(&previous);
+                            if api.delete(&previous, &Default::default()).await.is_ok() {
+                                deleted.lock().expect("lock").insert(previous);
+                            }
+                        }
                         i += 1;
                     }
                     Err(kube::Error::Api(s)) if s.code == 409 => i += 1,
@@ -191,8 +203,30 @@ async fn crash_test(store: &str, data_dir: PathBuf) {
             }
         }
     }
+    let deleted = deleted.lock().expect("lock").clone();
+    assert!(!deleted.is_empty(), "the burst deleted nothing");
+    for name in &deleted {
+        assert!(!names.contains(name), "deleted Service {name} is back after the crashes");
+    }
     let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
     assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+
+    // No leaked reservation: after the restart's repair, the stored allocations are exactly the
+    // addresses and ports of the Services (read from the store with the server stopped).
+    drop(server);
+    let store = svcnet_store::open(store, &data_dir).await.expect("open the store");
+    let (kvs, _) = store.list("/registry/svcnet.io/allocations/").await.expect("list allocations");
+    let mut stored = HashSet::new();
+    for kv in kvs {
+        let key = kv.key.trim_start_matches("/registry/svcnet.io/allocations/").to_string();
+        assert!(stored.insert(key.clone()), "duplicate reservation {key}");
+    }
+    let mut expected: HashSet<String> = ips.iter().map(|ip| format!("clusterips/{ip}")).collect();
+    expected.extend(ports.iter().map(|p| format!("nodeports/{p}")));
+    let leaked: Vec<_> = stored.difference(&expected).collect();
+    let missing: Vec<_> = expected.difference(&stored).collect();
+    assert!(leaked.is_empty(), "leaked reservations after the crashes: {leaked:?}");
+    assert!(missing.is_empty(), "Services without a reservation: {missing:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,12 +68,19 @@ fn kubectl(kubeconfig: &Path, cache: &Path, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("kubectl");
-    assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn curl(url: &str) -> Option<serde_json::Value> {
-    let out = Command::new("curl").args(["-s", "--connect-timeout", "1", "-m", "2", url]).output().ok()?;
+    let out = Command::new("curl")
+        .args(["-s", "--connect-timeout", "1", "-m", "2", url])
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -99,14 +106,21 @@ fn up_serves_the_examples_and_resumes() {
     let up = Up::start(&data_dir, &listen);
     kubectl(&kubeconfig, &cache, &["apply", "-f", examples().to_str().unwrap()]);
     kubectl(&kubeconfig, &cache, &["rollout", "status", "deployment/echo", "--timeout=60s"]);
-    let cluster_ip = kubectl(&kubeconfig, &cache, &["get", "svc", "echo-clusterip", "-o", "jsonpath={.spec.clusterIP}"]);
+    let cluster_ip = kubectl(
+        &kubeconfig,
+        &cache,
+        &["get", "svc", "echo-clusterip", "-o", "jsonpath={.spec.clusterIP}"],
+    );
     assert!(cluster_ip.starts_with("127.96."), "ClusterIP from the loopback range: {cluster_ip}");
 
     // Every replica answers through the ClusterIP (the proxy follows the EndpointSlices).
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.len() < 3 {
-        assert!(Instant::now() < deadline, "answers from all 3 replicas through the ClusterIP; saw {seen:?}");
+        assert!(
+            Instant::now() < deadline,
+            "answers from all 3 replicas through the ClusterIP; saw {seen:?}"
+        );
         match curl(&format!("http://{cluster_ip}/")) {
             Some(answer) => {
                 seen.insert(answer["pod"].as_str().unwrap_or_default().to_string());
@@ -118,7 +132,11 @@ fn up_serves_the_examples_and_resumes() {
 
     // A second `up` on the same directory resumes the same cluster.
     let up = Up::start(&data_dir, &listen);
-    let again = kubectl(&kubeconfig, &cache, &["get", "svc", "echo-clusterip", "-o", "jsonpath={.spec.clusterIP}"]);
+    let again = kubectl(
+        &kubeconfig,
+        &cache,
+        &["get", "svc", "echo-clusterip", "-o", "jsonpath={.spec.clusterIP}"],
+    );
     assert_eq!(again, cluster_ip, "the Service and its address survive a restart");
     kubectl(&kubeconfig, &cache, &["rollout", "status", "deployment/echo", "--timeout=60s"]);
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -64,22 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cancel.cancel();
         });
     }
-    let client = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("while reading {}", path.display()))?;
-            let client_config = kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("while loading {}", path.display()))?;
-            kube::Client::try_from(client_config).context("while creating the API client")?
-        }
-        None => {
-            kube::Client::try_default().await.context("while loading the default kubeconfig")?
-        }
-    };
+    let client = super::kube_client(args.kubeconfig.as_deref()).await?;
     svcnet_controllers::run(client, config, cancel).await.context("while running the controllers")
 }
 

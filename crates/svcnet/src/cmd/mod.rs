@@ -23,3 +23,21 @@ pub fn init_tracing(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
+
+/// The API client every subcommand uses: from `kubeconfig` when given, else kube's defaults
+/// (`KUBECONFIG`, `~/.kube/config`, or in-cluster credentials).
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    use anyhow::Context;
+    let Some(path) = kubeconfig else {
+        return kube::Client::try_default().await.context("while loading the default kubeconfig");
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("while reading {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("while loading {}", path.display()))?;
+    kube::Client::try_from(config).context("while creating the API client")
+}

@@ -94,12 +94,7 @@ pub async fn wait_for_signal() {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)
-        .with_context(|| format!("while reading {}", args.kubeconfig.display()))?;
-    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .context("while loading the kubeconfig")?;
-    let client = kube::Client::try_from(client_config).context("while creating the client")?;
+    let client = super::kube_client(Some(&args.kubeconfig)).await?;
     let network = match args.pod_network.as_str() {
         "loopback" => PodNetwork::Loopback {
             range: args.loopback_pod_range.parse().context("while parsing --loopback-pod-range")?,
@@ -166,7 +161,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let (client, cancel) = (client.clone(), cancel.clone());
         tokio::spawn(async move { svcnet_speaker::run(client, speaker, cancel).await })
     });
-    let result = svcnet_agent::run(client, config, cancel.clone()).await.context("while running the node agent");
+    let result = svcnet_agent::run(client, config, cancel.clone())
+        .await
+        .context("while running the node agent");
     cancel.cancel();
     if let Some(task) = speaker_task {
         match task.await {

@@ -178,22 +178,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if config.node_name.is_empty() {
         bail!("--node-name is required (or --objects FILE for offline use)");
     }
-    let client = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("while reading {}", path.display()))?;
-            let client_config = kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("while loading {}", path.display()))?;
-            kube::Client::try_from(client_config).context("while creating the Kubernetes client")?
-        }
-        None => {
-            kube::Client::try_default().await.context("while loading the default kubeconfig")?
-        }
-    };
+    let client = super::kube_client(args.kubeconfig.as_deref()).await?;
     let mut task = tokio::spawn(svcnet_proxy::run(client, config, cancel.clone()));
     tokio::select! {
         result = &mut task => return Ok(result.context("the proxy task panicked")??),

@@ -80,13 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("kubeconfig: {}", handle.kubeconfig.display());
     let mut controllers = None;
     if !args.no_controllers {
-        let kc = kube::config::Kubeconfig::read_from(&handle.kubeconfig)
-            .context("while reading the kubeconfig")?;
-        let kconfig = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .context("while loading the kubeconfig")?;
-        let client =
-            kube::Client::try_from(kconfig).context("while creating the controllers' client")?;
+        let client = super::kube_client(Some(&handle.kubeconfig)).await?;
         let token = cancel.child_token();
         controllers = Some(tokio::spawn(async move {
             if let Err(e) =

@@ -46,9 +46,13 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.dataplane != "userspace" {
-        return Err(super::NotBuilt("svcnet up --dataplane nftables|iptables (the node in its own network namespace)").into());
+        return Err(super::NotBuilt(
+            "svcnet up --dataplane nftables|iptables (the node in its own network namespace)",
+        )
+        .into());
     }
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("while creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("while creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir).context("while resolving the data dir")?;
     let cancel = CancellationToken::new();
     let server_config = svcnet_apiserver::Config {
@@ -58,18 +62,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         service_cluster_ip_ranges: vec![SERVICE_RANGE.parse()?],
         ..svcnet_apiserver::Config::default()
     };
-    let server = svcnet_apiserver::start(server_config, cancel.clone()).await.context("while starting the API server")?;
+    let server = svcnet_apiserver::start(server_config, cancel.clone())
+        .await
+        .context("while starting the API server")?;
     let kubeconfig = data_dir.join("kubeconfig");
     std::fs::copy(&server.kubeconfig, &kubeconfig).context("while writing the kubeconfig")?;
     set_private(&kubeconfig)?;
-    let client = client_for(&kubeconfig).await?;
+    let client = super::kube_client(Some(&kubeconfig)).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
     let node_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     let controllers = svcnet_controllers::Config::default();
-    tasks.spawn(component("controllers", svcnet_controllers::run(client.clone(), controllers, cancel.clone())));
-    tasks.spawn(component("workloads", svcnet_workloads::run(client.clone(), svcnet_workloads::Config::default(), cancel.clone())));
+    tasks.spawn(component(
+        "controllers",
+        svcnet_controllers::run(client.clone(), controllers, cancel.clone()),
+    ));
+    tasks.spawn(component(
+        "workloads",
+        svcnet_workloads::run(client.clone(), svcnet_workloads::Config::default(), cancel.clone()),
+    ));
 
     let proxy = svcnet_proxy::Config {
         node_name: args.node_name.clone(),
@@ -95,7 +107,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !args.no_dns {
         // DNS listens on a free loopback port; the kube-dns Service (127.96.0.10:53) reaches
         // it through the proxy, like any other Service.
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").context("while choosing a DNS port")?;
+        let socket =
+            std::net::UdpSocket::bind("127.0.0.1:0").context("while choosing a DNS port")?;
         let dns_addr = socket.local_addr()?;
         drop(socket);
         let dns = svcnet_dns::Config {
@@ -131,7 +144,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Runs one component, naming it in its error.
-async fn component<E>(name: &'static str, fut: impl std::future::Future<Output = Result<(), E>>) -> anyhow::Result<()>
+async fn component<E>(
+    name: &'static str,
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> anyhow::Result<()>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
@@ -152,17 +168,10 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn client_for(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client> {
-    let config = kube::config::Kubeconfig::read_from(kubeconfig).context("while reading the kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(config, &kube::config::KubeConfigOptions::default())
-        .await
-        .context("while loading the kubeconfig")?;
-    kube::Client::try_from(config).context("while creating the API client")
-}
-
 fn set_private(path: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).context("while protecting the kubeconfig")
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .context("while protecting the kubeconfig")
 }
 
 /// The LoadBalancer pools of `svcnet up`: both inside 127.0.0.0/8.
@@ -202,7 +211,10 @@ async fn ensure_kube_dns(client: &kube::Client, dns: SocketAddr) -> anyhow::Resu
         "ports": [{"name": "dns", "port": dns.port(), "protocol": "UDP"}, {"name": "dns-tcp", "port": dns.port(), "protocol": "TCP"}],
     }))?;
     let _ = slices.delete("kube-dns-svcnet-up", &Default::default()).await;
-    slices.create(&PostParams::default(), &slice).await.context("while publishing the DNS endpoints")?;
+    slices
+        .create(&PostParams::default(), &slice)
+        .await
+        .context("while publishing the DNS endpoints")?;
     Ok(())
 }
 
