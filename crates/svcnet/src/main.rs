@@ -68,7 +68,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             if let Some(cmd::NotBuilt(what)) = err.downcast_ref::<cmd::NotBuilt>() {
-                eprintln!("svcnet: {what} is not built yet");
+                eprintln!("svcnet: {what}: not built yet");
                 return ExitCode::from(2);
             }
             eprintln!("svcnet: {err:#}");
