@@ -180,20 +180,20 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
             "dev",
             "eth0",
         ]));
-        if host.role != Role::Node {
-            for node in topology.nodes() {
-                if let Some(cidr) = node.pod_cidr {
-                    cmds.push(Cmd::new(&[
-                        "ip",
-                        "-n",
-                        &host.netns,
-                        "route",
-                        "add",
-                        &cidr.to_string(),
-                        "via",
-                        &node.address.to_string(),
-                    ]));
-                }
+        // Pod ranges are routed on the VPC (GKE VPC-native): every host reaches each other
+        // node's pods through that node.
+        for other in topology.nodes().filter(|o| o.name != host.name) {
+            if let Some(cidr) = other.pod_cidr {
+                cmds.push(Cmd::new(&[
+                    "ip",
+                    "-n",
+                    &host.netns,
+                    "route",
+                    "add",
+                    &cidr.to_string(),
+                    "via",
+                    &other.address.to_string(),
+                ]));
             }
         }
         if host.role == Role::Node {
@@ -219,21 +219,6 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
                 "dev",
                 "eth0",
             ]));
-            for other in topology.nodes().filter(|o| o.name != host.name) {
-                if let Some(cidr) = other.pod_cidr {
-                    let via = other.address.to_string();
-                    cmds.push(Cmd::new(&[
-                        "ip",
-                        "-n",
-                        &host.netns,
-                        "route",
-                        "add",
-                        &cidr.to_string(),
-                        "via",
-                        &via,
-                    ]));
-                }
-            }
         }
     }
     cmds

@@ -60,25 +60,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            super::shutdown_signal().await;
             cancel.cancel();
         });
     }
     let client = super::kube_client(args.kubeconfig.as_deref()).await?;
     svcnet_controllers::run(client, config, cancel).await.context("while running the controllers")
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }

@@ -75,7 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         let cancel = cancel.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            super::shutdown_signal().await;
             cancel.cancel();
         });
     }
@@ -93,19 +93,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let client = super::kube_client(args.kubeconfig.as_deref()).await?;
     svcnet_dns::run(client, config, cancel).await.context("while serving dns")
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }

@@ -43,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        super::node::wait_for_signal().await;
+        super::shutdown_signal().await;
         stop.cancel();
     });
     server.serve(cancel).await?;

@@ -241,7 +241,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let cancel = tokio_util::sync::CancellationToken::new();
             let stop = cancel.clone();
             tokio::spawn(async move {
-                super::node::wait_for_signal().await;
+                super::shutdown_signal().await;
                 stop.cancel();
             });
             svcnet_workloads::run(client, svcnet_workloads::Config::default(), cancel)

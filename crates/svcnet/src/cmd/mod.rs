@@ -41,3 +41,19 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
     .with_context(|| format!("while loading {}", path.display()))?;
     kube::Client::try_from(config).context("while creating the API client")
 }
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM: how every long-running subcommand is asked to stop.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

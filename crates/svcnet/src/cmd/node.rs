@@ -76,23 +76,6 @@ pub struct Args {
     announce_renew_interval_ms: u64,
 }
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term_signal = async {
-        match term.as_mut() {
-            Some(term) => {
-                term.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term_signal => {}
-    }
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = super::kube_client(Some(&args.kubeconfig)).await?;
     let network = match args.pod_network.as_str() {
@@ -154,7 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        super::shutdown_signal().await;
         stop.cancel();
     });
     let speaker_task = speaker.map(|speaker| {

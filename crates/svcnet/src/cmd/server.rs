@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }));
     }
-    wait_for_signal().await;
+    super::shutdown_signal().await;
     tracing::info!("shutting down");
     cancel.cancel();
     if let Some(c) = controllers {
@@ -98,18 +98,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     handle.stopped().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

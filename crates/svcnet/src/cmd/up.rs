@@ -130,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("next: KUBECONFIG={} kubectl apply -f examples/", kubeconfig.display());
 
     tokio::select! {
-        _ = shutdown_signal() => tracing::info!("stopping"),
+        _ = super::shutdown_signal() => tracing::info!("stopping"),
         Some(done) = tasks.join_next() => {
             if let Ok(Err(err)) = done {
                 tracing::error!(error = %format!("{err:#}"), "a component failed; stopping");
@@ -152,20 +152,6 @@ where
     E: std::error::Error + Send + Sync + 'static,
 {
     fut.await.with_context(|| format!("{name} failed"))
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn set_private(path: &std::path::Path) -> anyhow::Result<()> {
