@@ -4,7 +4,13 @@
 # resident memory; also the memory of svcnet-dns with 10,000 Services and 50,000 pods.
 #
 # Usage: bench/dns/run.sh            (DURATION=10 seconds per run, RATE=20000 for latency)
-# Needs: dnsperf, unbound (apt-get install -y dnsperf unbound), python3, cargo.
+#   SERVE=path/to/serve_static   a prebuilt release example (else it is built first)
+#   BASELINE=1                   also run svcnet-dns without its answer cache and with one
+#                                system call per datagram (the design before the cache)
+#   PERF=path                    record a perf profile (call graphs) of svcnet-dns's
+#                                throughput run into path
+# svcnet-dns runs with its defaults: one UDP worker per CPU (nproc), recvmmsg batches of 32.
+# Needs: dnsperf, unbound (apt-get install -y dnsperf unbound), python3, cargo; perf for PERF.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -49,8 +55,14 @@ rss_mb() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 # Latency: a fixed RATE with every query's latency printed (-v), then percentiles.
 measure() { # name port pid
     local name=$1 port=$2 pid=$3
+    local perf_pid=
+    if [ -n "${PERF:-}" ] && [ "$name" = svcnet-dns ]; then
+        perf record -q -F 999 -g -p "$pid" -o "$PERF" -- sleep "$DURATION" 2> "$WORK/perf.log" &
+        perf_pid=$!
+    fi
     dnsperf -s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -l "$DURATION" -c 4 -T 1 -q 500 \
         > "$WORK/$name.throughput" 2>&1
+    if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
     local qps lost
     qps=$(awk '/Queries per second/ {printf "%.0f", $4}' "$WORK/$name.throughput")
     lost=$(awk '/Queries lost/ {print $3, $4}' "$WORK/$name.throughput")
@@ -66,13 +78,26 @@ measure() { # name port pid
         "$name" "$qps" "$lost" "$RATE" "$percentiles" "$(rss_mb "$pid")"
 }
 
-echo "== svcnet-dns (2 UDP workers) on 127.0.0.1:$SVCNET_PORT"
-"$SERVE" "$WORK/objects.json" "127.0.0.1:$SVCNET_PORT" 2 2> "$WORK/svcnet.log" &
+echo "== svcnet-dns ($(nproc) UDP workers) on 127.0.0.1:$SVCNET_PORT"
+"$SERVE" "$WORK/objects.json" "127.0.0.1:$SVCNET_PORT" 2> "$WORK/svcnet.log" &
 SVCNET_PID=$!
 PIDS+=("$SVCNET_PID")
 wait_dns "$SVCNET_PORT" svc-1.ns-1.svc.cluster.local
 measure svcnet-dns "$SVCNET_PORT" "$SVCNET_PID"
 kill "$SVCNET_PID"
+wait "$SVCNET_PID" 2>/dev/null || true
+
+if [ -n "${BASELINE:-}" ]; then
+    echo "== svcnet-dns without answer cache, one system call per datagram"
+    SVCNET_DNS_ANSWER_CACHE=0 SVCNET_DNS_UDP_BATCH=1 \
+        "$SERVE" "$WORK/objects.json" "127.0.0.1:$SVCNET_PORT" 2> "$WORK/svcnet-base.log" &
+    BASE_PID=$!
+    PIDS+=("$BASE_PID")
+    wait_dns "$SVCNET_PORT" svc-1.ns-1.svc.cluster.local
+    measure svcnet-base "$SVCNET_PORT" "$BASE_PID"
+    kill "$BASE_PID"
+    wait "$BASE_PID" 2>/dev/null || true
+fi
 
 echo "== unbound (2 threads) on 127.0.0.1:$UNBOUND_PORT"
 unbound -d -c "$WORK/unbound.conf" 2> "$WORK/unbound.log" &
@@ -85,10 +110,11 @@ kill "$UNBOUND_PID"
 echo "== memory: svcnet-dns with 10,000 Services and 50,000 pods (verified pod records)"
 mkdir -p "$WORK/pods"
 python3 "$HERE/gen.py" "$WORK/pods" "$UNBOUND_PORT" 50000
-"$SERVE" "$WORK/pods/objects.json" "127.0.0.1:$SVCNET_PORT" 2 2> "$WORK/svcnet-pods.log" &
+"$SERVE" "$WORK/pods/objects.json" "127.0.0.1:$SVCNET_PORT" 2> "$WORK/svcnet-pods.log" &
 PODS_PID=$!
 PIDS+=("$PODS_PID")
 wait_dns "$SVCNET_PORT" svc-1.ns-1.svc.cluster.local
 dig @127.0.0.1 -p "$SVCNET_PORT" +short 10-244-0-1.ns-0.pod.cluster.local A > /dev/null
-echo "svcnet-dns RSS with 10k Services + 50k pods: $(rss_mb "$PODS_PID") MB" \
+echo "svcnet-dns RSS with 10k Services + 50k pods: $(rss_mb "$PODS_PID") MB," \
+     "peak $(awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$PODS_PID/status") MB" \
      "(CoreDNS guideline: 54 + 60 = 114 MB)"

@@ -52,6 +52,8 @@ pub struct Config {
     pub path: String,
     /// Register the Node and renew its Lease (off when another component does it).
     pub register_node: bool,
+    /// The node Lease's duration (the kubelet's `nodeLeaseDurationSeconds`); renewed every quarter.
+    pub node_lease_duration_seconds: i32,
     /// Runs the node proxy in-process (`svcnet_proxy::run`) when set; `node_name` and `zone`
     /// are filled in from this config when empty.
     pub proxy: Option<svcnet_proxy::Config>,
@@ -76,6 +78,7 @@ impl Default for Config {
             dns: Vec::new(),
             path: pods::runner::default_path(),
             register_node: true,
+            node_lease_duration_seconds: node::LEASE_DURATION_SECONDS,
             proxy: None,
             shutdown_grace: Duration::from_secs(2),
         }
@@ -131,6 +134,7 @@ pub async fn run(client: Client, config: Config, cancel: CancellationToken) -> R
             pod_cidr: Some(config.advertised_pod_cidr()),
             kubelet_port,
             labels: config.labels.clone(),
+            lease_duration_seconds: config.node_lease_duration_seconds,
         };
         let registered = loop {
             match node::register(&client, &node_config).await {

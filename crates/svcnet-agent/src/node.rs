@@ -1,9 +1,9 @@
 //! Node registration and heartbeats: the Node object and its Lease in `kube-node-lease`.
 //!
 //! On start the agent creates its Node (or updates labels, addresses and status of an existing
-//! one), then renews the Lease every [`LEASE_RENEW`] (duration [`LEASE_DURATION_SECONDS`]) and
-//! refreshes the Ready condition's heartbeat every [`STATUS_EVERY`], as the kubelet does with
-//! `NodeLease`. Taints, images and volume fields are left out.
+//! one), then renews the Lease every quarter of its duration ([`LEASE_DURATION_SECONDS`] unless
+//! configured) and refreshes the Ready condition's heartbeat every [`STATUS_EVERY`], as the
+//! kubelet does with `NodeLease`. Taints, images and volume fields are left out.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -22,10 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 
-/// How long a Lease is valid without renewal.
+/// How long a Lease is valid without renewal (the kubelet's `nodeLeaseDurationSeconds`).
 pub const LEASE_DURATION_SECONDS: i32 = 40;
-/// How often the Lease is renewed.
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// How often the Node's Ready heartbeat is refreshed.
 pub const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// The namespace of node Leases.
@@ -43,6 +41,9 @@ pub struct NodeConfig {
     pub kubelet_port: u16,
     /// Extra labels.
     pub labels: BTreeMap<String, String>,
+    /// `spec.leaseDurationSeconds` of the node Lease; it is renewed every quarter of it, as the
+    /// kubelet does.
+    pub lease_duration_seconds: i32,
 }
 
 impl Default for NodeConfig {
@@ -54,7 +55,15 @@ impl Default for NodeConfig {
             pod_cidr: None,
             kubelet_port: 10250,
             labels: BTreeMap::new(),
+            lease_duration_seconds: LEASE_DURATION_SECONDS,
         }
+    }
+}
+
+impl NodeConfig {
+    /// How often the Lease is renewed: a quarter of its duration (the kubelet's fraction).
+    pub fn lease_renew_interval(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.lease_duration_seconds.max(1)).unwrap_or(1) * 250)
     }
 }
 
@@ -200,7 +209,7 @@ pub async fn renew_lease(
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let spec = LeaseSpec {
         holder_identity: Some(config.node_name.clone()),
-        lease_duration_seconds: Some(LEASE_DURATION_SECONDS),
+        lease_duration_seconds: Some(config.lease_duration_seconds),
         renew_time: Some(MicroTime(jiff::Timestamp::now())),
         ..Default::default()
     };
@@ -257,7 +266,7 @@ pub async fn heartbeat(
     cancel: CancellationToken,
 ) {
     let api: Api<Node> = Api::all(client.clone());
-    let mut lease_tick = tokio::time::interval(LEASE_RENEW);
+    let mut lease_tick = tokio::time::interval(config.lease_renew_interval());
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {

@@ -5,7 +5,7 @@
 //! AlreadyExists/Conflict 409, Invalid 422 with `details.causes`, Expired 410, BadRequest 400.
 
 use serde_json::{Value, json};
-use svcnet_api::FieldError;
+use svcnet_api::{FieldError, FieldErrorKind};
 
 use crate::registry::Resource;
 
@@ -115,6 +115,12 @@ impl ApiError {
     }
 
     pub fn invalid(resource: &Resource, name: &str, errors: &[FieldError]) -> Self {
+        // An internal failure (e.g. "failed to allocate a serviceIP: range is full") is not the
+        // client's fault: kube-apiserver answers it with a 500, not a 422.
+        if let Some(internal) = errors.iter().find(|e| e.kind == FieldErrorKind::Internal) {
+            return ApiError::internal(&internal.detail)
+                .with_details(json!({"causes": [{"message": internal.detail}]}));
+        }
         let list = if errors.len() == 1 {
             errors[0].to_string()
         } else {
@@ -238,6 +244,9 @@ impl From<svcnet_store::Error> for ApiError {
             }
             svcnet_store::Error::Unavailable(src) => {
                 ApiError::unavailable(format!("storage is unavailable: {src}"))
+            }
+            svcnet_store::Error::TooLarge(msg) => {
+                ApiError::new(413, "RequestEntityTooLarge", format!("request is too large: {msg}"))
             }
             other => ApiError::internal(other),
         }

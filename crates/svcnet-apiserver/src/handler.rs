@@ -165,7 +165,14 @@ fn decode_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     match media.as_str() {
         "application/vnd.kubernetes.protobuf" => protobuf::decode(body).map_err(|e| {
             if e.contains("supported for") {
-                ApiError::unsupported_media_type(content_type)
+                // Say which kinds protobuf covers, and what kubectl can do instead.
+                ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "{e}; send JSON or YAML instead (e.g. `kubectl create … --dry-run=client -o yaml | kubectl apply -f -`)"
+                    ),
+                )
             } else {
                 ApiError::bad_request(format!("cannot decode the protobuf body: {e}"))
             }
@@ -246,6 +253,20 @@ async fn route(
             return discovery::resource_list(g, v)
                 .map(|d| value_response(200, &d))
                 .ok_or_else(ApiError::path_not_found);
+        }
+        (Method::GET, ["openapi", "v2"]) => {
+            return if accept.as_deref().unwrap_or("").contains("protobuf") {
+                Ok(json_response(200, state.openapi.v2(), crate::openapi_v2::MEDIA_TYPE))
+            } else {
+                Err(ApiError::new(
+                    406,
+                    "NotAcceptable",
+                    format!(
+                        "/openapi/v2 is served only as {}; use /openapi/v3 for JSON",
+                        crate::openapi_v2::MEDIA_TYPE
+                    ),
+                ))
+            };
         }
         (Method::GET, ["openapi", "v3"]) => {
             return Ok(json_response(200, state.openapi.index(), JSON));

@@ -12,6 +12,7 @@
 //! protobuf responses, OpenAPI v2.
 
 pub mod cache;
+pub mod compaction;
 pub mod discovery;
 pub mod error;
 pub mod handler;
@@ -20,6 +21,7 @@ pub mod logs;
 pub mod namespaces;
 pub mod object;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod protobuf;
 pub mod query;
 pub mod registry;
@@ -62,6 +64,9 @@ pub struct Config {
     pub watch_cache_events: usize,
     /// How often a watch with `allowWatchBookmarks=true` gets a BOOKMARK.
     pub bookmark_interval: Duration,
+    /// How often the store's history is compacted (kube-apiserver's
+    /// `--etcd-compaction-interval`); zero turns compaction off.
+    pub compaction_interval: Duration,
 }
 
 impl Default for Config {
@@ -77,6 +82,7 @@ impl Default for Config {
             max_body_bytes: 3 * 1024 * 1024,
             watch_cache_events: 20_000,
             bookmark_interval: Duration::from_secs(60),
+            compaction_interval: Duration::from_secs(300),
         }
     }
 }

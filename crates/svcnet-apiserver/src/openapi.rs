@@ -20,6 +20,8 @@ pub struct OpenApi {
     /// `api/v1` → (hash, serialized document).
     docs: BTreeMap<String, (String, bytes::Bytes)>,
     index: bytes::Bytes,
+    /// `/openapi/v2` as protobuf (see `openapi_v2`).
+    v2: bytes::Bytes,
 }
 
 struct SchemaOf<'a>(&'a mut schemars::SchemaGenerator);
@@ -175,11 +177,16 @@ impl OpenApi {
         }
         let index =
             bytes::Bytes::from(serde_json::to_vec(&json!({"paths": index})).unwrap_or_default());
-        OpenApi { docs, index }
+        OpenApi { docs, index, v2: bytes::Bytes::from(crate::openapi_v2::document()) }
     }
 
     pub fn index(&self) -> bytes::Bytes {
         self.index.clone()
+    }
+
+    /// The OpenAPI v2 document kubectl 1.27–1.28 download (protobuf).
+    pub fn v2(&self) -> bytes::Bytes {
+        self.v2.clone()
     }
 
     /// The document at `api/v1`, `apis/apps/v1`, …

@@ -4,8 +4,9 @@
 //! POST `application/vnd.kubernetes.protobuf` bodies and do not retry with JSON (kubectl-api.md
 //! §4.2). A body is the magic `k8s\0` followed by a `runtime.Unknown` (typeMeta = 1, raw = 2)
 //! whose `raw` is the object. This reader knows the fields of Namespace, Service and ConfigMap those
-//! generators set (field numbers from k8s.io/api/core/v1/generated.proto); other kinds and
-//! fields are deliberately absent and rejected with 415 by the caller.
+//! generators set, and of apps/v1 Deployment as `kubectl create deployment` sends it (field
+//! numbers from k8s.io/api/{core,apps}/v1/generated.proto, checked against the bodies kubectl
+//! 1.32 sends, seen with `-v=9`); other kinds are rejected with 415 by the caller.
 
 use serde_json::{Map, Value, json};
 
@@ -143,26 +144,67 @@ fn push(obj: &mut Map<String, Value>, key: &str, v: Value) {
     }
 }
 
-fn object_meta(buf: &[u8]) -> Result<Value, String> {
+/// How one protobuf field of a message becomes JSON.
+#[derive(Clone, Copy)]
+enum As {
+    Str,
+    Int,
+    Bool,
+    /// A repeated string: a JSON array.
+    Strs,
+    /// One entry of a `map<string, string>`.
+    Map,
+    /// An embedded message.
+    Msg(fn(&[u8]) -> Result<Value, String>),
+    /// A repeated embedded message: a JSON array.
+    Msgs(fn(&[u8]) -> Result<Value, String>),
+    /// A field this reader refuses rather than drop silently.
+    Reject(&'static str),
+}
+
+/// Decodes a message by its table of (field number, JSON key, how); fields not in the table are
+/// skipped (the generators send them empty).
+fn message(buf: &[u8], table: &[(u64, &str, As)]) -> Result<Value, String> {
     let mut m = Map::new();
     for (n, f) in fields(buf)? {
-        match n {
-            1 => {
-                m.insert("name".into(), json!(string(&f)?));
+        let Some(&(_, key, how)) = table.iter().find(|(number, ..)| *number == n) else {
+            continue;
+        };
+        let value = match how {
+            As::Str => json!(string(&f)?),
+            As::Int => json!(int(&f)?),
+            As::Bool => json!(int(&f)? != 0),
+            As::Msg(decode) => decode(bytes(&f)?)?,
+            As::Strs => {
+                push(&mut m, key, json!(string(&f)?));
+                continue;
             }
-            2 => {
-                m.insert("generateName".into(), json!(string(&f)?));
+            As::Msgs(decode) => {
+                push(&mut m, key, decode(bytes(&f)?)?);
+                continue;
             }
-            3 => {
-                m.insert("namespace".into(), json!(string(&f)?));
+            As::Map => {
+                insert_map(&mut m, key, map_entry(bytes(&f)?)?);
+                continue;
             }
-            11 => insert_map(&mut m, "labels", map_entry(bytes(&f)?)?),
-            12 => insert_map(&mut m, "annotations", map_entry(bytes(&f)?)?),
-            14 => push(&mut m, "finalizers", json!(string(&f)?)),
-            _ => {}
-        }
+            As::Reject(why) => return Err(why.into()),
+        };
+        m.insert(key.into(), value);
     }
     Ok(Value::Object(m))
+}
+
+fn object_meta(buf: &[u8]) -> Result<Value, String> {
+    use As::*;
+    let table = [
+        (1, "name", Str),
+        (2, "generateName", Str),
+        (3, "namespace", Str),
+        (11, "labels", Map),
+        (12, "annotations", Map),
+        (14, "finalizers", Strs),
+    ];
+    message(buf, &table)
 }
 
 fn int_or_string(buf: &[u8]) -> Result<Value, String> {
@@ -181,93 +223,128 @@ fn int_or_string(buf: &[u8]) -> Result<Value, String> {
 }
 
 fn service_port(buf: &[u8]) -> Result<Value, String> {
-    let mut m = Map::new();
-    for (n, f) in fields(buf)? {
-        match n {
-            1 => {
-                m.insert("name".into(), json!(string(&f)?));
-            }
-            2 => {
-                m.insert("protocol".into(), json!(string(&f)?));
-            }
-            3 => {
-                m.insert("port".into(), json!(int(&f)?));
-            }
-            4 => {
-                m.insert("targetPort".into(), int_or_string(bytes(&f)?)?);
-            }
-            5 => {
-                m.insert("nodePort".into(), json!(int(&f)?));
-            }
-            6 => {
-                m.insert("appProtocol".into(), json!(string(&f)?));
-            }
-            _ => {}
-        }
-    }
-    Ok(Value::Object(m))
+    use As::*;
+    let table = [
+        (1, "name", Str),
+        (2, "protocol", Str),
+        (3, "port", Int),
+        (4, "targetPort", Msg(int_or_string)),
+        (5, "nodePort", Int),
+        (6, "appProtocol", Str),
+    ];
+    message(buf, &table)
 }
 
 fn service_spec(buf: &[u8]) -> Result<Value, String> {
-    let mut m = Map::new();
-    for (n, f) in fields(buf)? {
-        match n {
-            1 => push(&mut m, "ports", service_port(bytes(&f)?)?),
-            2 => insert_map(&mut m, "selector", map_entry(bytes(&f)?)?),
-            3 => {
-                m.insert("clusterIP".into(), json!(string(&f)?));
-            }
-            4 => {
-                m.insert("type".into(), json!(string(&f)?));
-            }
-            5 => push(&mut m, "externalIPs", json!(string(&f)?)),
-            7 => {
-                m.insert("sessionAffinity".into(), json!(string(&f)?));
-            }
-            8 => {
-                m.insert("loadBalancerIP".into(), json!(string(&f)?));
-            }
-            9 => push(&mut m, "loadBalancerSourceRanges", json!(string(&f)?)),
-            10 => {
-                m.insert("externalName".into(), json!(string(&f)?));
-            }
-            11 => {
-                m.insert("externalTrafficPolicy".into(), json!(string(&f)?));
-            }
-            12 => {
-                m.insert("healthCheckNodePort".into(), json!(int(&f)?));
-            }
-            13 => {
-                m.insert("publishNotReadyAddresses".into(), json!(int(&f)? != 0));
-            }
-            17 => {
-                m.insert("ipFamilyPolicy".into(), json!(string(&f)?));
-            }
-            18 => push(&mut m, "clusterIPs", json!(string(&f)?)),
-            19 => push(&mut m, "ipFamilies", json!(string(&f)?)),
-            20 => {
-                m.insert("allocateLoadBalancerNodePorts".into(), json!(int(&f)? != 0));
-            }
-            21 => {
-                m.insert("loadBalancerClass".into(), json!(string(&f)?));
-            }
-            22 => {
-                m.insert("internalTrafficPolicy".into(), json!(string(&f)?));
-            }
-            _ => {}
-        }
-    }
-    Ok(Value::Object(m))
+    use As::*;
+    let table = [
+        (1, "ports", Msgs(service_port)),
+        (2, "selector", Map),
+        (3, "clusterIP", Str),
+        (4, "type", Str),
+        (5, "externalIPs", Strs),
+        (7, "sessionAffinity", Str),
+        (8, "loadBalancerIP", Str),
+        (9, "loadBalancerSourceRanges", Strs),
+        (10, "externalName", Str),
+        (11, "externalTrafficPolicy", Str),
+        (12, "healthCheckNodePort", Int),
+        (13, "publishNotReadyAddresses", Bool),
+        (17, "ipFamilyPolicy", Str),
+        (18, "clusterIPs", Strs),
+        (19, "ipFamilies", Strs),
+        (20, "allocateLoadBalancerNodePorts", Bool),
+        (21, "loadBalancerClass", Str),
+        (22, "internalTrafficPolicy", Str),
+    ];
+    message(buf, &table)
 }
 
 fn namespace_spec(buf: &[u8]) -> Result<Value, String> {
-    let mut m = Map::new();
-    for (n, f) in fields(buf)? {
-        if n == 1 {
-            push(&mut m, "finalizers", json!(string(&f)?));
-        }
-    }
-    Ok(Value::Object(m))
+    message(buf, &[(1, "finalizers", As::Strs)])
+}
+
+fn label_selector(buf: &[u8]) -> Result<Value, String> {
+    let unsupported = "matchExpressions in protobuf bodies are not supported";
+    message(buf, &[(1, "matchLabels", As::Map), (2, "matchExpressions", As::Reject(unsupported))])
+}
+
+fn container_port(buf: &[u8]) -> Result<Value, String> {
+    use As::*;
+    let table = [
+        (1, "name", Str),
+        (2, "hostPort", Int),
+        (3, "containerPort", Int),
+        (4, "protocol", Str),
+        (5, "hostIP", Str),
+    ];
+    message(buf, &table)
+}
+
+fn env_var(buf: &[u8]) -> Result<Value, String> {
+    let unsupported = "env valueFrom in protobuf bodies is not supported";
+    message(
+        buf,
+        &[(1, "name", As::Str), (2, "value", As::Str), (3, "valueFrom", As::Reject(unsupported))],
+    )
+}
+
+/// Resources (8), terminationMessagePath (13), stdin/tty (16–18) and terminationMessagePolicy
+/// (20) arrive empty from the generators and stay defaults.
+fn container(buf: &[u8]) -> Result<Value, String> {
+    use As::*;
+    let table = [
+        (1, "name", Str),
+        (2, "image", Str),
+        (3, "command", Strs),
+        (4, "args", Strs),
+        (5, "workingDir", Str),
+        (6, "ports", Msgs(container_port)),
+        (7, "env", Msgs(env_var)),
+        (14, "imagePullPolicy", Str),
+    ];
+    message(buf, &table)
+}
+
+fn pod_spec(buf: &[u8]) -> Result<Value, String> {
+    use As::*;
+    let table = [
+        (2, "containers", Msgs(container)),
+        (3, "restartPolicy", Str),
+        (4, "terminationGracePeriodSeconds", Int),
+        (7, "nodeSelector", Map),
+        (8, "serviceAccountName", Str),
+        (16, "hostname", Str),
+        (17, "subdomain", Str),
+    ];
+    message(buf, &table)
+}
+
+fn pod_template(buf: &[u8]) -> Result<Value, String> {
+    message(buf, &[(1, "metadata", As::Msg(object_meta)), (2, "spec", As::Msg(pod_spec))])
+}
+
+fn deployment_strategy(buf: &[u8]) -> Result<Value, String> {
+    message(buf, &[(1, "type", As::Str)])
+}
+
+/// The spec of an apps/v1 Deployment and its `replicas` (a pointer in Go: an explicit 0 must
+/// survive the pruning of zero values).
+fn deployment_spec(buf: &[u8]) -> Result<(Value, Option<i64>), String> {
+    use As::*;
+    let replicas = fields(buf)?.iter().find(|(n, _)| *n == 1).map(|(_, f)| int(f)).transpose()?;
+    let table = [
+        (2, "selector", Msg(label_selector)),
+        (3, "template", Msg(pod_template)),
+        (4, "strategy", Msg(deployment_strategy)),
+        (5, "minReadySeconds", Int),
+    ];
+    Ok((message(buf, &table)?, replicas))
+}
+
+fn pruned(mut v: Value) -> Value {
+    prune_zero(&mut v);
+    v
 }
 
 /// Decodes a `k8s\0`-framed body into a JSON object, or says why not.
@@ -291,51 +368,48 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    let mut out = Map::new();
-    out.insert("apiVersion".into(), json!(api_version));
-    out.insert("kind".into(), json!(kind));
-    if (api_version.as_str(), kind.as_str()) == ("v1", "ConfigMap") {
-        // ConfigMap: metadata = 1, data = 2 (map), immutable = 4 (binaryData is left out).
-        for (n, f) in fields(object)? {
-            match n {
-                1 => {
-                    out.insert("metadata".into(), object_meta(bytes(&f)?)?);
-                }
-                2 => insert_map(&mut out, "data", map_entry(bytes(&f)?)?),
-                4 => {
-                    out.insert("immutable".into(), json!(int(&f)? != 0));
-                }
-                _ => {}
-            }
+    let mut object = match (api_version.as_str(), kind.as_str()) {
+        // ConfigMap: metadata = 1, data = 2 (map), immutable = 4 (binaryData is left out). Not
+        // pruned: an empty value in `data` is data.
+        ("v1", "ConfigMap") => {
+            let table = [
+                (1, "metadata", As::Msg(object_meta)),
+                (2, "data", As::Map),
+                (4, "immutable", As::Bool),
+            ];
+            message(object, &table)?
         }
-        return Ok(Value::Object(out));
-    }
-    let spec_decoder: fn(&[u8]) -> Result<Value, String> = match (
-        api_version.as_str(),
-        kind.as_str(),
-    ) {
-        ("v1", "Service") => service_spec,
-        ("v1", "Namespace") => namespace_spec,
+        ("v1", "Service") => pruned(message(
+            object,
+            &[(1, "metadata", As::Msg(object_meta)), (2, "spec", As::Msg(service_spec))],
+        )?),
+        ("v1", "Namespace") => pruned(message(
+            object,
+            &[(1, "metadata", As::Msg(object_meta)), (2, "spec", As::Msg(namespace_spec))],
+        )?),
+        ("apps/v1", "Deployment") => {
+            let mut out = pruned(message(object, &[(1, "metadata", As::Msg(object_meta))])?);
+            if let Some((_, spec)) = fields(object)?.iter().find(|(n, _)| *n == 2) {
+                let (mut spec, replicas) = deployment_spec(bytes(spec)?)?;
+                prune_zero(&mut spec);
+                if let (Some(r), Some(m)) = (replicas, spec.as_object_mut()) {
+                    m.insert("replicas".into(), json!(r));
+                }
+                out["spec"] = spec;
+            }
+            out
+        }
         _ => {
             return Err(format!(
-                "protobuf bodies are supported for v1 Service, Namespace and ConfigMap only, not {api_version} {kind}"
+                "protobuf bodies are supported for v1 Service, Namespace, ConfigMap and apps/v1 Deployment only, not {api_version} {kind}"
             ));
         }
     };
-    for (n, f) in fields(object)? {
-        match n {
-            1 => {
-                out.insert("metadata".into(), object_meta(bytes(&f)?)?);
-            }
-            2 => {
-                out.insert("spec".into(), spec_decoder(bytes(&f)?)?);
-            }
-            _ => {}
-        }
+    if let Some(m) = object.as_object_mut() {
+        m.insert("apiVersion".into(), json!(api_version));
+        m.insert("kind".into(), json!(kind));
     }
-    let mut out = Value::Object(out);
-    prune_zero(&mut out);
-    Ok(out)
+    Ok(object)
 }
 
 #[cfg(test)]
@@ -401,6 +475,49 @@ mod tests {
         assert_eq!(v["spec"]["ports"][0]["port"], 5678);
         assert_eq!(v["spec"]["type"], "NodePort");
         assert_eq!(v["spec"]["selector"]["app"], "web");
+    }
+
+    /// The body kubectl 1.32 sends for
+    /// `kubectl create deployment web2 --image=nginx:1.25 --port=8080 --replicas=3 -- /bin/echo hi there`
+    /// (from its `-v=9` log).
+    #[test]
+    fn decodes_kubectls_deployment() {
+        let hex: String = [
+            "6b3873000a150a07617070732f7631120a4465706c6f796d656e7412d9010a210a047765623212001a0022002a003200",
+            "380042005a0b0a0361707012047765623212a5010803120d0a0b0a036170701204776562321a89010a1d0a0012001a00",
+            "22002a003200380042005a0b0a036170701204776562321268124a0a056e67696e78120a6e67696e783a312e32351a09",
+            "2f62696e2f6563686f1a0268691a0574686572652a00320b0a00100018903f22002a0042006a00720080010088010090",
+            "0100a201001a00320042004a0052005800600068008201008a01009a0100c2010022020a00280038001a0c0800100018",
+            "002000280038001a002200",
+        ]
+        .concat();
+        let body: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let object = decode(&body).expect("decodes");
+        assert_eq!(
+            object,
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "web2", "labels": {"app": "web2"}},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "web2"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "web2"}},
+                        "spec": {"containers": [{
+                            "name": "nginx",
+                            "image": "nginx:1.25",
+                            "command": ["/bin/echo", "hi", "there"],
+                            "ports": [{"containerPort": 8080}]
+                        }]}
+                    },
+                    "strategy": {}
+                }
+            })
+        );
     }
 
     #[test]

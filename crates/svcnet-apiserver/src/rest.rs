@@ -1409,24 +1409,7 @@ pub async fn delete(
                     None => continue,
                 }
             }
-            if !object::finalizers(&old).is_empty() {
-                if already {
-                    return Ok(Reply::ok(old));
-                }
-                let mut new = old.clone();
-                object::meta_mut(&mut new)
-                    .insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
-                object::meta_mut(&mut new).insert("deletionGracePeriodSeconds".into(), json!(0));
-                match write_marked(state, target, new, old_rev).await? {
-                    Some(reply) => return Ok(reply),
-                    None => continue,
-                }
-            }
-            match delete_now(state, target, &old, old_rev).await {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_precondition() => continue,
-                Err(e) => return Err(e),
-            }
+            // Otherwise a Pod is deleted like any object (finalizers, then at once).
         }
         if !object::finalizers(&old).is_empty() {
             if object::deletion_timestamp(&old).is_some() {

@@ -75,6 +75,10 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<ServerHa
     namespaces::bootstrap(&state).await?;
     services::bootstrap(&state).await?;
     tokio::spawn(namespaces::run_deleter(state.clone(), ns_rx));
+    if !config.compaction_interval.is_zero() {
+        let interval = config.compaction_interval;
+        tokio::spawn(crate::compaction::run(store.clone(), interval, cancel.child_token()));
+    }
 
     let host = if addr.ip().is_unspecified() { advertise } else { addr.ip() };
     let url = match host {

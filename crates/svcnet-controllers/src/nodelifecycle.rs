@@ -17,7 +17,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::runtime::{Change, lock, watch};
+use crate::runtime::{Change, lock, spawn_watch};
 
 /// The namespace of node Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -130,32 +129,22 @@ impl NodeLifecycleController {
 
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tasks = JoinSet::new();
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Lease>::namespaced(c.client.clone(), LEASE_NAMESPACE),
-                watcher::Config::default(),
-                cc,
-                "leases",
-                move |ch| this.on_lease(ch),
-            )
-            .await
-        });
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Node>::all(c.client.clone()),
-                watcher::Config::default(),
-                cc,
-                "nodes",
-                move |ch| this.on_node(ch),
-            )
-            .await
-        });
+        spawn_watch(
+            &mut tasks,
+            &self,
+            Api::<Lease>::namespaced(self.client.clone(), LEASE_NAMESPACE),
+            &cancel,
+            "leases",
+            Self::on_lease,
+        );
+        spawn_watch(
+            &mut tasks,
+            &self,
+            Api::<Node>::all(self.client.clone()),
+            &cancel,
+            "nodes",
+            Self::on_node,
+        );
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move { c.monitor(cc).await });

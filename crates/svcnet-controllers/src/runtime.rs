@@ -17,6 +17,7 @@ use kube::runtime::watcher;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the state stays
@@ -161,6 +162,27 @@ pub async fn watch<K, F>(
             Some(Err(error)) => tracing::warn!(%error, what, "watch failed; retrying"),
         }
     }
+}
+
+/// Spawns on `tasks` a watch of `api` that hands every change to `handle` on `controller`: the
+/// shape every controller's `run` shares.
+pub fn spawn_watch<C, K>(
+    tasks: &mut JoinSet<()>,
+    controller: &Arc<C>,
+    api: Api<K>,
+    cancel: &CancellationToken,
+    what: &'static str,
+    handle: fn(&C, Change<K>),
+) where
+    C: Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let this = Arc::clone(controller);
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        watch(api, watcher::Config::default(), cancel, what, move |change| handle(&this, change))
+            .await
+    });
 }
 
 /// `namespace/name` of an object.

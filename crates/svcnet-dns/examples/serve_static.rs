@@ -1,5 +1,7 @@
 //! Serves a JSON `List` of objects without an API server, for `bench/dns/run.sh`:
 //! `serve_static OBJECTS.json ADDR [UDP_WORKERS]`. Stops on Ctrl-C or SIGTERM.
+//! `SVCNET_DNS_ANSWER_CACHE=0` turns the UDP answer cache off and `SVCNET_DNS_UDP_BATCH=N`
+//! sets the `recvmmsg` batch (1: one system call per datagram), to compare with the defaults.
 
 use std::time::Duration;
 
@@ -11,21 +13,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args.next().ok_or("usage: serve_static OBJECTS.json ADDR [UDP_WORKERS]")?;
     let listen = args.next().ok_or("missing ADDR")?.parse()?;
     let udp_workers = args.next().map(|n| n.parse()).transpose()?.unwrap_or(0);
-    let mut objects = svcnet_dns::Objects::from_list_json(&std::fs::read_to_string(path)?)?;
+    let objects = svcnet_dns::Objects::from_list_json(&std::fs::read_to_string(path)?)?;
     let cancel = CancellationToken::new();
+    let defaults = svcnet_dns::Config::default();
+    let answer_cache = std::env::var("SVCNET_DNS_ANSWER_CACHE").map_or(true, |value| value != "0");
+    let udp_batch = match std::env::var("SVCNET_DNS_UDP_BATCH") {
+        Ok(value) => value.parse()?,
+        Err(_) => defaults.udp_batch,
+    };
     let config = svcnet_dns::Config {
         listen,
         udp_workers,
+        answer_cache,
+        udp_batch,
         metrics_address: None,
         resolv_conf: "/nonexistent".into(),
         pods: svcnet_dns::PodMode::Verified,
         upstream_timeout: Duration::from_secs(1),
-        ..svcnet_dns::Config::default()
+        ..defaults
     };
     let handle = svcnet_dns::serve_static(config, &objects, cancel.clone()).await?;
-    // Like `run`, keep Services, EndpointSlices and Namespaces (the reflector stores) but not
-    // whole Pods (the watch keeps only namespace and IPs, which live in the zone).
-    objects.pods = Vec::new();
+    // Like `run`: Services, EndpointSlices and Namespaces as the reflector stores hold them,
+    // Pods as namespace and IPs (what the pod watch keeps).
     let zone = handle.zone();
     eprintln!(
         "serving {} services, {} names on {}",

@@ -3,6 +3,8 @@
 //! It sits between the transports (`server.rs`, which only moves packets) and the data (`Zone`,
 //! `Forwarder`). It decides FORMERR, NOTIMP, REFUSED and SERVFAIL, who may recurse, EDNS0 sizes
 //! and truncation. It never panics on input and never answers a packet that is itself a response.
+//! UDP questions of the common shape are first looked up in the worker's answer cache
+//! (`cache.rs`); a miss takes the full path and its authoritative reply fills the cache.
 //! Left out: DNSSEC, DNS cookies, zone transfers (refused), UPDATE and NOTIFY (NOTIMP).
 
 use std::net::IpAddr;
@@ -15,6 +17,7 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use ipnet::IpNet;
 
+use crate::cache::AnswerCache;
 use crate::forward::Forwarder;
 use crate::metrics::Metrics;
 use crate::zone::{Answer, Zone, ZoneAnswer};
@@ -51,6 +54,17 @@ pub enum Outcome {
     Drop,
 }
 
+/// What to do with one UDP packet; a reply is in the caller's buffer.
+#[derive(Debug)]
+pub enum UdpOutcome {
+    /// Send the buffer back.
+    Reply,
+    /// Resolve upstream, then send the result of [`Handler::forward`].
+    Forward(Box<ForwardJob>),
+    /// Send nothing.
+    Drop,
+}
+
 /// A question that needs the upstream resolvers.
 #[derive(Debug)]
 pub struct ForwardJob {
@@ -69,6 +83,7 @@ pub struct Handler {
     allow_recursion: Vec<IpNet>,
     forwarder: Option<Arc<Forwarder>>,
     metrics: Arc<Metrics>,
+    answer_cache: bool,
 }
 
 impl Handler {
@@ -81,7 +96,23 @@ impl Handler {
         forwarder: Option<Arc<Forwarder>>,
         metrics: Arc<Metrics>,
     ) -> Handler {
-        Handler { zone, ready, allow_recursion, forwarder, metrics }
+        Handler { zone, ready, allow_recursion, forwarder, metrics, answer_cache: true }
+    }
+
+    /// Turns the UDP answer cache on (the default) or off.
+    pub fn with_answer_cache(mut self, enabled: bool) -> Handler {
+        self.answer_cache = enabled;
+        self
+    }
+
+    /// The zone snapshot being served.
+    pub fn zone(&self) -> Arc<Zone> {
+        self.zone.load_full()
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Whether `client` may have names outside the cluster zone resolved.
@@ -96,10 +127,82 @@ impl Handler {
     /// Handles one request packet.
     pub fn handle(&self, packet: &[u8], client: IpAddr, transport: Transport) -> Outcome {
         let start = Instant::now();
+        let zone = self.zone.load();
+        self.handle_full(packet, client, transport, start, &zone).0
+    }
+
+    /// Handles one UDP request, answering repeated questions from the worker's `cache` of
+    /// encoded replies. A reply is left in `out` (reused across calls: no allocation on a hit).
+    pub fn handle_udp(
+        &self,
+        packet: &[u8],
+        client: IpAddr,
+        cache: &mut AnswerCache,
+        out: &mut Vec<u8>,
+    ) -> UdpOutcome {
+        let start = Instant::now();
+        let zone = self.zone.load();
+        // Not ready (SERVFAIL) and autopath answers to pods depend on more than the question.
+        let cacheable = self.answer_cache
+            && self.ready.load(Ordering::Acquire)
+            && (!zone.autopath_enabled() || zone.pod_namespaces(client).is_empty());
+        let question = if cacheable {
+            cache.follow(&zone);
+            cache.key(packet, self.recursion_allowed(client))
+        } else {
+            None
+        };
+        if let Some(question) = question
+            && cache.reply(packet, question, out)
+        {
+            let rcode = ResponseCode::from(0, out[3] & 0x0f);
+            self.metrics.request(
+                Transport::Udp.label(),
+                RecordType::from(question.qtype),
+                rcode,
+                start,
+            );
+            return UdpOutcome::Reply;
+        }
+        match self.handle_full(packet, client, Transport::Udp, start, &zone) {
+            (Outcome::Reply(bytes), from_zone) => {
+                if from_zone && let Some(question) = question {
+                    cache.insert(packet, question, &bytes);
+                }
+                out.clear();
+                out.extend_from_slice(&bytes);
+                UdpOutcome::Reply
+            }
+            (Outcome::Forward(job), _) => UdpOutcome::Forward(job),
+            (Outcome::Drop, _) => UdpOutcome::Drop,
+        }
+    }
+
+    /// A UDP datagram longer than the receive buffer: FORMERR if it looks like a query.
+    pub fn handle_oversized(&self, packet: &[u8], out: &mut Vec<u8>) -> UdpOutcome {
+        self.metrics.malformed(Transport::Udp.label());
+        if packet.len() < 12 || packet[2] & 0x80 != 0 {
+            return UdpOutcome::Drop;
+        }
+        out.clear();
+        out.extend_from_slice(&formerr(packet));
+        UdpOutcome::Reply
+    }
+
+    /// The full path: parse, decide, encode. The flag says whether the reply is an
+    /// authoritative answer from `zone` that depends only on the question (cacheable).
+    fn handle_full(
+        &self,
+        packet: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        start: Instant,
+        zone: &Zone,
+    ) -> (Outcome, bool) {
         // Too short for a header, or a response (never answer those: reflection loops).
         if packet.len() < 12 || packet[2] & 0x80 != 0 {
             self.metrics.malformed(transport.label());
-            return Outcome::Drop;
+            return (Outcome::Drop, false);
         }
         let request = match Message::from_vec(packet) {
             Ok(request) => request,
@@ -111,17 +214,17 @@ impl Handler {
                     ResponseCode::FormErr,
                     start,
                 );
-                return Outcome::Reply(formerr(packet));
+                return (Outcome::Reply(formerr(packet)), false);
             }
         };
         let qtype = request.queries.first().map_or(RecordType::Unknown(0), Query::query_type);
-        let outcome = self.handle_message(request, client, transport, start);
+        let (outcome, from_zone) = self.handle_message(request, client, transport, start, zone);
         if let Outcome::Reply(bytes) = &outcome {
             let rcode =
                 bytes.get(3).map_or(ResponseCode::ServFail, |b| ResponseCode::from(0, b & 0x0f));
             self.metrics.request(transport.label(), qtype, rcode, start);
         }
-        outcome
+        (outcome, from_zone)
     }
 
     fn handle_message(
@@ -130,21 +233,25 @@ impl Handler {
         client: IpAddr,
         transport: Transport,
         start: Instant,
-    ) -> Outcome {
+        zone: &Zone,
+    ) -> (Outcome, bool) {
         let max_size = match transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp => usize::from(request.max_payload()),
         };
         let recursion = self.recursion_allowed(client);
         let reply = |rcode: ResponseCode| {
-            Outcome::Reply(respond(
-                &request,
-                rcode,
-                ZoneAnswer::default(),
+            (
+                Outcome::Reply(respond(
+                    &request,
+                    rcode,
+                    ZoneAnswer::default(),
+                    false,
+                    recursion,
+                    max_size,
+                )),
                 false,
-                recursion,
-                max_size,
-            ))
+            )
         };
         if request.metadata.op_code != OpCode::Query {
             return reply(ResponseCode::NotImp);
@@ -162,14 +269,14 @@ impl Handler {
         if matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR) {
             return reply(ResponseCode::Refused);
         }
-        let zone = self.zone.load();
         if !self.ready.load(Ordering::Acquire) && zone.origin().zone_of(query.name()) {
             return reply(ResponseCode::ServFail);
         }
         match zone.answer(query, client) {
-            Answer::Zone(answer) => {
-                Outcome::Reply(respond(&request, answer.rcode, answer, true, recursion, max_size))
-            }
+            Answer::Zone(answer) => (
+                Outcome::Reply(respond(&request, answer.rcode, answer, true, recursion, max_size)),
+                true,
+            ),
             Answer::OutOfZone => {
                 if query.query_type() == RecordType::ANY {
                     // RFC 8482: no ANY through the forwarder.
@@ -182,14 +289,9 @@ impl Handler {
                     return reply(ResponseCode::ServFail);
                 }
                 let target = query.name().clone();
-                Outcome::Forward(Box::new(ForwardJob {
-                    request,
-                    target,
-                    prefix: Vec::new(),
-                    max_size,
-                    transport,
-                    start,
-                }))
+                let job =
+                    ForwardJob { request, target, prefix: Vec::new(), max_size, transport, start };
+                (Outcome::Forward(Box::new(job)), false)
             }
             Answer::Autopath { cname, target } => {
                 if !recursion || self.forwarder.is_none() {
@@ -198,23 +300,25 @@ impl Handler {
                         authorities: vec![zone.soa().clone()],
                         ..ZoneAnswer::default()
                     };
-                    return Outcome::Reply(respond(
+                    let bytes = respond(
                         &request,
                         ResponseCode::NXDomain,
                         answer,
                         true,
                         recursion,
                         max_size,
-                    ));
+                    );
+                    return (Outcome::Reply(bytes), false);
                 }
-                Outcome::Forward(Box::new(ForwardJob {
+                let job = ForwardJob {
                     request,
                     target,
                     prefix: vec![*cname],
                     max_size,
                     transport,
                     start,
-                }))
+                };
+                (Outcome::Forward(Box::new(job)), false)
             }
         }
     }

@@ -6,10 +6,13 @@
 //! snapshot; `forward`: upstream resolvers and their cache). `watch` rebuilds the zone from the
 //! cluster and swaps it in; `http` serves `/healthz`, `/ready` and `/metrics`.
 //! hickory-proto is used only to parse and encode messages; there is no per-query task.
+//! `cache` keeps encoded replies per UDP worker (invalidated by each zone swap) and `sys` holds
+//! the only unsafe code (`recvmmsg`/`sendmmsg`, `malloc_trim`).
 //!
 //! Entry points: [`run`] (with a `kube::Client`) and [`serve_static`] (a fixed set of objects,
 //! for tests and benchmarks). See `docs/dns.md`.
 
+pub mod cache;
 pub mod error;
 pub mod forward;
 pub mod handler;
@@ -17,6 +20,7 @@ mod http;
 pub mod metrics;
 pub mod objects;
 pub mod server;
+pub(crate) mod sys;
 mod watch;
 pub mod zone;
 
@@ -67,6 +71,12 @@ pub struct Config {
     pub metrics_address: Option<SocketAddr>,
     /// UDP worker threads (one `SO_REUSEPORT` socket each); 0 means one per CPU.
     pub udp_workers: usize,
+    /// Queries a UDP worker receives (and answers) per `recvmmsg`/`sendmmsg` pair; 1 is one
+    /// system call per datagram.
+    pub udp_batch: usize,
+    /// Keep encoded replies to repeated questions per UDP worker (invalidated with each zone
+    /// snapshot); off answers every query through the full parse-lookup-encode path.
+    pub answer_cache: bool,
     /// Entries in the forwarder's cache.
     pub cache_size: usize,
     /// Time to wait for one upstream.
@@ -93,6 +103,8 @@ impl Default for Config {
             autopath: false,
             metrics_address: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9153)),
             udp_workers: 0,
+            udp_batch: 32,
+            answer_cache: true,
             cache_size: 10_000,
             upstream_timeout: Duration::from_secs(2),
         }
@@ -126,6 +138,12 @@ impl Config {
     }
 }
 
+/// Returns freed heap memory to the kernel (glibc keeps it mapped): call after dropping large
+/// parsed inputs. The server calls it after each zone rebuild.
+pub fn release_free_memory() {
+    sys::release_free_memory();
+}
+
 /// A running server.
 pub struct ServerHandle {
     /// The UDP and TCP address it answers on.
@@ -144,6 +162,7 @@ impl ServerHandle {
         let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
         let zone = objects.zone(&ZoneConfig { serial, ..self.zone_config.clone() });
         self.zone.store(Arc::new(zone));
+        sys::release_free_memory();
     }
 
     /// Whether the initial sync is done (always true for `serve_static`).
@@ -207,13 +226,16 @@ async fn start(
             metrics.clone(),
         ))
     });
-    let handler = Arc::new(Handler::new(
-        zone.clone(),
-        ready.clone(),
-        config.recursion_ranges(),
-        forwarder,
-        metrics.clone(),
-    ));
+    let handler = Arc::new(
+        Handler::new(
+            zone.clone(),
+            ready.clone(),
+            config.recursion_ranges(),
+            forwarder,
+            metrics.clone(),
+        )
+        .with_answer_cache(config.answer_cache),
+    );
     let runtime = tokio::runtime::Handle::current();
     for (worker_idx, socket) in udp_sockets.into_iter().enumerate() {
         server::spawn_udp_worker(
@@ -222,6 +244,7 @@ async fn start(
             runtime.clone(),
             cancel.clone(),
             worker_idx,
+            config.udp_batch,
         )
         .map_err(|source| Error::Listen { addr, source })?;
     }
@@ -262,6 +285,7 @@ pub async fn serve_static(
     cancel: CancellationToken,
 ) -> Result<ServerHandle> {
     let zone = Arc::new(ArcSwap::from_pointee(objects.zone(&config.zone_config())));
+    sys::release_free_memory();
     let ready = Arc::new(AtomicBool::new(true));
     let (handle, _metrics) = start(&config, zone, ready, cancel).await?;
     Ok(handle)

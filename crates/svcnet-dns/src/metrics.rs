@@ -28,6 +28,10 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// Forwarder cache misses.
     pub cache_misses: Counter,
+    /// UDP answers served from the per-worker answer cache.
+    pub answer_cache_hits: Counter,
+    /// UDP questions of the cacheable shape that missed the answer cache.
+    pub answer_cache_misses: Counter,
     /// Upstream exchanges that failed (timeout, error).
     pub forward_failures: Counter,
     /// Zone snapshots swapped in.
@@ -48,6 +52,8 @@ impl Metrics {
             malformed: Family::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            answer_cache_hits: Counter::default(),
+            answer_cache_misses: Counter::default(),
             forward_failures: Counter::default(),
             zone_builds: Counter::default(),
             zone_services: Gauge::default(),
@@ -72,6 +78,16 @@ impl Metrics {
         );
         registry.register("cache_hits", "Forwarder cache hits", metrics.cache_hits.clone());
         registry.register("cache_misses", "Forwarder cache misses", metrics.cache_misses.clone());
+        registry.register(
+            "answer_cache_hits",
+            "UDP answers served from the encoded-answer cache",
+            metrics.answer_cache_hits.clone(),
+        );
+        registry.register(
+            "answer_cache_misses",
+            "UDP questions that missed the encoded-answer cache",
+            metrics.answer_cache_misses.clone(),
+        );
         registry.register(
             "forward_failures",
             "Upstream exchanges that failed",

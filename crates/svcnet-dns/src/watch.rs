@@ -4,9 +4,10 @@
 //! task that rebuilds the whole zone after changes and swaps it in.
 //!
 //! Readers never block: a rebuild makes a new `Zone` and swaps an `Arc`. Changes that arrive
-//! during a rebuild coalesce into one more rebuild (`Notify` keeps one permit). Left out:
-//! incremental updates (a full build of 10,000 Services takes milliseconds) and label or
-//! namespace filters.
+//! during a rebuild coalesce into one more rebuild (`Notify` keeps one permit); the UDP
+//! workers' answer caches follow the swap. Left out: incremental updates (a full build of
+//! 10,000 Services and 50,000 pods takes 70–100 ms in a release build) and label or namespace
+//! filters.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -233,6 +234,9 @@ pub async fn run(
         let n_services = built.n_services();
         let n_names = built.n_names();
         zone.store(Arc::new(built));
+        // A rebuild frees the previous zone's allocations (once the UDP workers let go of it);
+        // glibc would keep them mapped.
+        tokio::task::spawn_blocking(crate::sys::release_free_memory);
         if !ready.swap(true, Ordering::AcqRel) {
             tracing::info!(n_services, n_names, "dns ready");
         }

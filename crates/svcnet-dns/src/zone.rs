@@ -16,6 +16,7 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
@@ -232,7 +233,7 @@ pub struct Zone {
     /// Namespaces that exist (Namespace objects, plus those holding a Service).
     namespaces: HashSet<String>,
     /// Pod IP → namespaces of the pods with that IP (verified pod mode and autopath).
-    pod_namespaces: HashMap<IpAddr, Vec<String>>,
+    pod_namespaces: HashMap<IpAddr, Vec<Arc<str>>>,
     n_services: usize,
     warnings: Vec<String>,
 }
@@ -323,7 +324,15 @@ impl Zone {
             soa: soa.clone(),
             reverse_v4_soa,
             reverse_v6_soa,
-            nodes: HashMap::new(),
+            // About four owner names per Service (name, PTR, SRV, `_proto` non-terminal) and two
+            // per endpoint: sized once, so the build never rehashes (hashing a name is costly).
+            nodes: HashMap::with_capacity(
+                64 + 4 * services.len()
+                    + 2 * endpoint_slices
+                        .iter()
+                        .map(|slice| slice.borrow().endpoints.len())
+                        .sum::<usize>(),
+            ),
             namespaces: HashSet::new(),
             pod_namespaces: HashMap::new(),
             n_services: 0,
@@ -371,11 +380,21 @@ impl Zone {
         }
 
         if config.pods == PodMode::Verified || config.autopath {
+            // One shared string per namespace, not one per pod.
+            let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+            zone.pod_namespaces.reserve(pods.len());
             for pod in pods {
                 let Some(ns) = pod.namespace() else {
                     continue;
                 };
-                let ns = ns.to_ascii_lowercase();
+                let ns = match interned.get(ns) {
+                    Some(ns) => ns.clone(),
+                    None => {
+                        let lower: Arc<str> = ns.to_ascii_lowercase().into();
+                        interned.insert(ns.to_string(), lower.clone());
+                        lower
+                    }
+                };
                 for ip in pod.ips() {
                     let entry = zone.pod_namespaces.entry(ip).or_default();
                     if !entry.contains(&ns) {
@@ -640,6 +659,11 @@ impl Zone {
         self.nodes.len()
     }
 
+    /// Whether autopath is on (answers to pods then depend on the asking pod).
+    pub fn autopath_enabled(&self) -> bool {
+        self.autopath
+    }
+
     /// The SOA record of the cluster zone.
     pub fn soa(&self) -> &Record {
         &self.soa
@@ -759,7 +783,7 @@ impl Zone {
                     && !self
                         .pod_namespaces
                         .get(&ip)
-                        .is_some_and(|namespaces| namespaces.contains(&ns))
+                        .is_some_and(|namespaces| namespaces.iter().any(|n| **n == *ns))
                 {
                     return nxdomain;
                 }
@@ -789,7 +813,9 @@ impl Zone {
         let suffix = qname.trim_to(origin_labels + 2);
         let ns = suffix.iter().next()?;
         let ns = String::from_utf8_lossy(ns).to_ascii_lowercase();
-        if !namespaces.contains(&ns) || !svc_apex.zone_of(&suffix) || suffix.base_name() != svc_apex
+        if !namespaces.iter().any(|n| **n == *ns)
+            || !svc_apex.zone_of(&suffix)
+            || suffix.base_name() != svc_apex
         {
             return None;
         }
@@ -818,7 +844,7 @@ impl Zone {
     }
 
     /// The namespaces of the pods with this IP (for autopath and verified pod records).
-    pub fn pod_namespaces(&self, ip: IpAddr) -> &[String] {
+    pub fn pod_namespaces(&self, ip: IpAddr) -> &[Arc<str>] {
         self.pod_namespaces.get(&ip).map_or(&[], Vec::as_slice)
     }
 }

@@ -126,22 +126,55 @@ pub struct Report {
     pub zones_expected: BTreeSet<String>,
     /// Hosts cut off with `lab fail` when the check ran.
     pub failed_hosts: Vec<String>,
-    /// Cluster DNS from the pod: the ClusterIP Service's name resolves to its ClusterIP.
+    /// Cluster DNS from the pod: the ClusterIP Service's name resolves to its ClusterIP, also
+    /// through the pod's search path, and HTTP by that name reaches the Service.
     pub dns: Option<DnsCheck>,
     pub ok: bool,
 }
 
-/// One DNS lookup from the pod source.
+/// Cluster DNS as a pod uses it: `dig` of the full name, then the short name
+/// `<service>.<namespace>` through the pod's resolv.conf search path with the C library
+/// (`getent hosts`), then `curl` by that short name.
 #[derive(Debug, Clone, Serialize)]
 pub struct DnsCheck {
+    /// The full name, e.g. `demo-clusterip.demo.svc.cluster.local`.
     pub name: String,
+    /// The ClusterIP it must resolve to.
     pub expected: String,
+    /// What `dig` answered for `name`.
     pub answer: Option<String>,
+    /// The name a pod would write: `name` without `.svc.<cluster domain>`.
+    pub short_name: String,
+    /// The address `getent hosts short_name` gave (search path, glibc resolver).
+    pub search_answer: Option<String>,
+    /// The URL fetched by name, and the pod that answered it.
+    pub url: String,
+    pub answered_by: Option<String>,
 }
 
 impl DnsCheck {
     pub fn ok(&self) -> bool {
         self.answer.as_deref() == Some(self.expected.as_str())
+            && self.search_answer.as_deref() == Some(self.expected.as_str())
+            && self.answered_by.is_some()
+    }
+}
+
+/// `demo-clusterip.demo.svc.cluster.local` → `demo-clusterip.demo` (the Service and namespace
+/// labels: what a pod in another namespace writes, resolved through `svc.<domain>`).
+pub fn short_name(name: &str) -> String {
+    let labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    match labels.iter().position(|label| *label == "svc") {
+        Some(at) if at >= 2 => labels[..at].join("."),
+        _ => name.trim_end_matches('.').to_string(),
+    }
+}
+
+/// The URL of a Service by name, with the port of its ClusterIP target (`ip:port`).
+fn url_by_name(short_name: &str, cluster_ip_target: Option<&str>) -> String {
+    match cluster_ip_target.and_then(|target| target.rsplit_once(':')).map(|(_, port)| port) {
+        Some(port) if port != "80" => format!("http://{short_name}:{port}/"),
+        _ => format!("http://{short_name}/"),
     }
 }
 
@@ -211,10 +244,24 @@ pub async fn run(plan: &Plan) -> Report {
         answers
     };
     let pod = plan.sources.iter().find(|(s, _)| *s == Source::Pod).map(|(_, ns)| ns.clone());
+    let cluster_ip_target =
+        plan.targets.iter().find(|(t, _)| *t == Target::ClusterIp).and_then(|(_, a)| a.clone());
     let dns = async {
         let ((name, expected), pod) = (plan.dns.clone()?, pod?);
-        let answer = lookup(&pod, &name).await;
-        Some(DnsCheck { name, expected, answer })
+        let short_name = short_name(&name);
+        let url = url_by_name(&short_name, cluster_ip_target.as_deref());
+        let (answer, search_answer, answered_by) =
+            futures::join!(lookup(&pod, &name), getent(&pod, &short_name), async {
+                for _ in 0..ATTEMPTS {
+                    if let Some(answer) = probe(&pod, &url).await {
+                        return Some(
+                            answer.get("pod").and_then(|p| p.as_str()).unwrap_or("?").to_string(),
+                        );
+                    }
+                }
+                None
+            });
+        Some(DnsCheck { name, expected, answer, short_name, search_answer, url, answered_by })
     };
     let (cells, samples, dns) = futures::join!(futures::future::join_all(jobs), samples, dns);
     let zones_seen: BTreeSet<String> = cells
@@ -248,6 +295,19 @@ async fn lookup(netns: &str, name: &str) -> Option<String> {
     text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with(';')).map(str::to_string)
 }
 
+/// Resolves `name` with the C library inside `netns` (`getent hosts`: nsswitch, the pod's
+/// resolv.conf search path and ndots, as a program in the pod resolves). Returns the address.
+async fn getent(netns: &str, name: &str) -> Option<String> {
+    let output = tokio::process::Command::new("ip")
+        .args(["netns", "exec", netns, "getent", "hosts", name])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines().filter_map(|line| line.split_whitespace().next()).next().map(str::to_string)
+}
+
 /// The report as text: the matrix, the zones, and a verdict line.
 pub fn render_report(report: &Report) -> String {
     let mut out = render(&report.cells, &report.zones_seen);
@@ -260,10 +320,31 @@ pub fn render_report(report: &Report) -> String {
         let _ = writeln!(out, "MISMATCH: no answer from zone(s) {}", missing.join(", "));
     }
     if let Some(dns) = &report.dns {
+        let mark = |ok: bool| if ok { "ok" } else { "MISMATCH" };
+        let want = Some(dns.expected.as_str());
         let seen = dns.answer.as_deref().unwrap_or("no answer");
-        let mark = if dns.ok() { "ok" } else { "MISMATCH" };
-        let _ =
-            writeln!(out, "DNS from a pod: {} -> {seen} (want {}) {mark}", dns.name, dns.expected);
+        let _ = writeln!(
+            out,
+            "DNS from a pod: dig {} -> {seen} (want {}) {}",
+            dns.name,
+            dns.expected,
+            mark(dns.answer.as_deref() == want)
+        );
+        let seen = dns.search_answer.as_deref().unwrap_or("no answer");
+        let _ = writeln!(
+            out,
+            "DNS from a pod: getent (search path) {} -> {seen} (want {}) {}",
+            dns.short_name,
+            dns.expected,
+            mark(dns.search_answer.as_deref() == want)
+        );
+        let seen = dns.answered_by.as_deref().unwrap_or("no answer");
+        let _ = writeln!(
+            out,
+            "DNS from a pod: curl {} -> {seen} {}",
+            dns.url,
+            mark(dns.answered_by.is_some())
+        );
     }
     let _ = writeln!(out, "{}", if report.ok { "check passed" } else { "check FAILED" });
     out
@@ -294,6 +375,16 @@ mod tests {
         assert_eq!(row(Source::Node), [true, true, true, true]);
         assert_eq!(row(Source::Vm), [false, true, true, true]);
         assert_eq!(row(Source::Internet), [false, false, false, true]);
+    }
+
+    #[test]
+    fn names_a_pod_writes() {
+        assert_eq!(short_name("demo-clusterip.demo.svc.cluster.local"), "demo-clusterip.demo");
+        assert_eq!(short_name("web.demo.svc.example.org."), "web.demo");
+        assert_eq!(short_name("odd"), "odd");
+        assert_eq!(url_by_name("a.b", Some("10.96.0.20:80")), "http://a.b/");
+        assert_eq!(url_by_name("a.b", Some("10.96.0.20:8080")), "http://a.b:8080/");
+        assert_eq!(url_by_name("a.b", None), "http://a.b/");
     }
 
     #[test]

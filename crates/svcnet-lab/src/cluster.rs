@@ -530,21 +530,22 @@ pub async fn check_plan(
     })
 }
 
-/// Waits until the data plane serves the demo: from a pod and from a node, every demo
-/// Service address answers (these need no announcement on the VPC).
+/// Waits until the demo answers everywhere the matrix promises an answer, so that the first
+/// `lab check` after `lab up` passes: from a pod and a node every Service address, from vm-1 and
+/// the internet the LoadBalancer addresses once a node announces them.
 pub async fn wait_serving(
     client: &kube::Client,
     state: &crate::LabState,
     timeout: Duration,
 ) -> Result<()> {
-    use crate::check::Source;
-    wait_for(timeout, "the demo Services did not answer from inside the cluster", || async {
+    wait_for(timeout, "the demo Services did not answer where the matrix promises", || async {
         let plan = check_plan(client, state).await.map_err(|e| e.to_string())?;
         let mut silent = Vec::new();
-        for (source, netns) in
-            plan.sources.iter().filter(|(s, _)| matches!(s, Source::Pod | Source::Node))
-        {
+        for (source, netns) in &plan.sources {
             for (target, address) in &plan.targets {
+                if !crate::check::expected(*source, *target) {
+                    continue;
+                }
                 let answered = match address {
                     Some(address) => {
                         crate::check::probe(netns, &format!("http://{address}/")).await.is_some()

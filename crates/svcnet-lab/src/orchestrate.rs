@@ -22,14 +22,30 @@ pub struct UpConfig {
     pub dataplane: String,
     /// The svcnet binary to run inside the namespaces.
     pub svcnet: PathBuf,
-    /// `svcnet node` runs the proxy in-process; otherwise `svcnet proxy` runs beside it.
-    pub node_runs_proxy: bool,
-    /// `svcnet node` takes `--announce-interface` (the LoadBalancer speaker).
-    pub node_announces: bool,
-    /// `svcnet node` takes `--pod-route` (pods then get only the routes given, no default).
-    pub node_pod_routes: bool,
     /// How long a node Lease may lapse before its endpoints stop being ready (seconds).
     pub node_monitor_grace_period: u64,
+    /// The node Lease's duration (seconds; renewed every quarter of it).
+    pub node_lease_duration_seconds: u32,
+    /// The LoadBalancer speaker's address Lease duration and renew interval: together they bound
+    /// the failover time of an LB address.
+    pub announce_lease_duration: Duration,
+    pub announce_renew_interval: Duration,
+}
+
+impl UpConfig {
+    /// The lab's settings: a node that stops renewing its Lease loses its endpoints within about
+    /// five seconds (Kubernetes: 40–50 s), and an LB address moves within a second.
+    pub fn new(data_dir: PathBuf, dataplane: String, svcnet: PathBuf) -> UpConfig {
+        UpConfig {
+            data_dir,
+            dataplane,
+            svcnet,
+            node_monitor_grace_period: 4,
+            node_lease_duration_seconds: 4,
+            announce_lease_duration: Duration::from_millis(500),
+            announce_renew_interval: Duration::from_millis(125),
+        }
+    }
 }
 
 /// How long each stage of `lab up` may take.
@@ -240,21 +256,24 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
             "--cluster-dns".into(),
             cluster_dns.clone(),
         ];
-        if config.node_runs_proxy {
-            args.extend(["--dataplane".into(), config.dataplane.clone()]);
+        args.extend(["--dataplane".into(), config.dataplane.clone()]);
+        // Pods reach the Service range, other pods, the VPC (node ports, internal LBs) and the
+        // external LB range through their node; nothing else.
+        for range in
+            [topology.service_cidr, topology.cluster_cidr, topology.vpc, topology.external_lb]
+        {
+            args.extend(["--pod-route".into(), range.to_string()]);
         }
-        if config.node_pod_routes {
-            // Pods reach the Service range, other pods, the VPC (node ports, internal LBs)
-            // and the external LB range through their node; nothing else.
-            for range in
-                [topology.service_cidr, topology.cluster_cidr, topology.vpc, topology.external_lb]
-            {
-                args.extend(["--pod-route".into(), range.to_string()]);
-            }
-        }
-        if config.node_announces {
-            args.extend(["--announce-interface".into(), "eth0".into()]);
-        }
+        args.extend([
+            "--announce-interface".into(),
+            "eth0".into(),
+            "--announce-lease-duration-ms".into(),
+            config.announce_lease_duration.as_millis().to_string(),
+            "--announce-renew-interval-ms".into(),
+            config.announce_renew_interval.as_millis().to_string(),
+            "--node-lease-duration-seconds".into(),
+            config.node_lease_duration_seconds.to_string(),
+        ]);
         if let Some(zone) = &node.zone {
             args.extend(["--zone".into(), zone.clone()]);
         }
@@ -262,29 +281,6 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
             args.extend(["--pod-cidr".into(), cidr.to_string()]);
         }
         spawn(state, data_dir, &node.name, Some(&node.netns), svcnet, &args)?;
-        if !config.node_runs_proxy {
-            let proxy_args: Vec<String> = vec![
-                "proxy".into(),
-                "--kubeconfig".into(),
-                kubeconfig_arg.clone(),
-                "--node-name".into(),
-                node.name.clone(),
-                "--dataplane".into(),
-                config.dataplane.clone(),
-                "--node-ip".into(),
-                node.address.to_string(),
-                "--cluster-cidr".into(),
-                topology.cluster_cidr.to_string(),
-            ];
-            spawn(
-                state,
-                data_dir,
-                &format!("{}-proxy", node.name),
-                Some(&node.netns),
-                svcnet,
-                &proxy_args,
-            )?;
-        }
     }
     let node_names: Vec<String> = topology.nodes().map(|n| n.name.clone()).collect();
     crate::cluster::wait_nodes_ready(&client, &node_names, NODES_TIMEOUT).await?;

@@ -16,6 +16,10 @@ pub enum Error {
     /// transaction). Not retryable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The request is over the backend's size limit (etcd's `--max-request-bytes`). Not
+    /// retryable; the API answers 413 as kube-apiserver does.
+    #[error("request too large: {0}")]
+    TooLarge(String),
     /// The data on disk is not what this version of svcnet wrote. Not retryable.
     #[error("store data is corrupt: {0}")]
     Corrupt(String),

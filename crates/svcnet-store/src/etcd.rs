@@ -54,7 +54,7 @@ fn unavailable(e: etcd_client::Error) -> Error {
         && (s.code() as i32 == 3
             || (s.code() as i32 == 8 && s.message().contains("larger than max")))
     {
-        return Error::InvalidArgument(format!("etcd: {}", s.message()));
+        return Error::TooLarge(format!("etcd: {}", s.message()));
     }
     Error::Unavailable(Box::new(e))
 }

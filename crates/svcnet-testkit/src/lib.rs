@@ -1,4 +1,5 @@
-//! Helpers shared by tests: network-namespace guards and a small node/pod/client topology.
+//! Helpers shared by tests: network-namespace guards, a small node/pod/client topology, and a
+//! real etcd ([`etcd`]).
 //!
 //! Everything here lives in named network namespaces (`ip netns add svcnet-test-…`) that the
 //! test creates; the root namespace gets no address, route or rule. Namespaces get no default
@@ -8,6 +9,8 @@
 //!
 //! Left out: IPv6 addressing (tests add it with [`NetnsGuard::exec`] when needed) and
 //! anything that needs kernel modules (no `dummy` links here).
+
+pub mod etcd;
 
 use std::net::Ipv4Addr;
 use std::os::fd::AsFd;

@@ -237,37 +237,13 @@ async fn sigkill_during_creates_embedded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_creates_etcd() {
-    if !Path::new("/usr/bin/etcd").exists() {
+    if !svcnet_testkit::etcd::available() {
         eprintln!("etcd is not installed; the etcd crash test is skipped");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (client_port, peer_port) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let peer_url = format!("http://127.0.0.1:{peer_port}");
-    let etcd = Command::new("/usr/bin/etcd")
-        .args(["--name", "crash", "--data-dir"])
-        .arg(dir.path().join("etcd"))
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args([
-            "--initial-cluster",
-            &format!("crash={peer_url}"),
-            "--listen-metrics-urls",
-            &format!("http://127.0.0.1:{}", free_port()),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn etcd");
-    let _etcd = Proc(etcd);
-    // Wait for etcd to accept connections.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", client_port)).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let etcd = svcnet_testkit::etcd::EtcdServer::start();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).expect("data dir");
-    crash_test(&format!("etcd:{client_url}"), data).await;
+    crash_test(&format!("etcd:{}", etcd.endpoint), data).await;
 }

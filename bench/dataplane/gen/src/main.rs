@@ -3,7 +3,9 @@
 //!
 //! Usage: svcnet-bench-dataplane --style nft|ipt --variant full|update -n N [-m M]
 //! `update` is the transaction that changes the last service's endpoints (one endpoint
-//! replaced), applied on top of `full`.
+//! replaced), applied on top of `full`. The render time goes to stderr as `render_s=…`
+//! (for `update` as the nftables data plane does it: `update_layout` on the kept layout of
+//! the applied plan).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -91,11 +93,15 @@ fn main() {
     let n: u32 = get("-n").and_then(|v| v.parse().ok()).unwrap_or(100);
     let m: u32 = get("-m").and_then(|v| v.parse().ok()).unwrap_or(10);
     let old = plan(n, m, false);
+    let new = plan(n, m, true);
+    // The data plane keeps the applied plan's layout, so a change builds only the new one.
+    let mut old_layout = render::nftables::layout(&old);
+    let started = std::time::Instant::now();
     let text = match (style.as_str(), variant.as_str()) {
         ("nft", "full") => render::nftables::render(&old),
-        ("nft", "update") => render::nftables::render_update(&old, &plan(n, m, true)),
+        ("nft", "update") => render::nftables::update_layout(&mut old_layout, &old, &new),
         ("ipt", "full") => render::iptables::render(&old),
-        ("ipt", "update") => render::iptables::render_update(&old, &plan(n, m, true), IpFamily::V4),
+        ("ipt", "update") => render::iptables::render_update(&old, &new, IpFamily::V4),
         _ => {
             eprintln!(
                 "usage: svcnet-bench-dataplane --style nft|ipt --variant full|update -n N [-m M]"
@@ -103,5 +109,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // The render time (plans are built before the clock starts) goes to stderr for run.sh.
+    eprintln!("render_s={:.3}", started.elapsed().as_secs_f64());
     print!("{text}");
 }

@@ -149,6 +149,7 @@ pub async fn ensure_bridge(
     let addr = format!("{gw}/{}", pod_cidr.prefix_len());
     if let Err(err) = ip_in(node_netns, &["addr", "add", &addr, "dev", bridge]).await
         && !err.to_string().contains("File exists")
+        && !err.to_string().contains("already assigned")
     {
         return Err(err);
     }

@@ -608,6 +608,9 @@ async fn pump_log(source: impl tokio::io::AsyncRead + Unpin, path: PathBuf, stre
     }
 }
 
+/// How soon a readiness probe that has never passed is retried during its first period.
+const FIRST_READY_RETRY: Duration = Duration::from_millis(100);
+
 struct ProbeLoop {
     spec: ProbeSpec,
     target: ProbeTarget,
@@ -624,10 +627,17 @@ impl ProbeLoop {
         tokio::time::sleep(self.spec.timing.initial_delay).await;
         let kind = if self.is_readiness { "Readiness" } else { "Liveness" };
         let mut tracker = ProbeTracker::new(&self.spec.timing, !self.is_readiness);
-        let mut interval = tokio::time::interval(self.spec.timing.period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let started = tokio::time::Instant::now();
+        // Deviation from the kubelet, for start-up latency: until a readiness probe has passed
+        // once, a failed one is retried every `FIRST_READY_RETRY` during its first period (a
+        // process often needs a few milliseconds to listen, and a probe that just missed it
+        // would otherwise hold the pod out of its Services for a whole period).
+        let fast_until = started + self.spec.timing.period;
+        let mut ever_passed = false;
+        let mut next_regular = started;
+        let mut next = started;
         loop {
-            interval.tick().await;
+            tokio::time::sleep_until(next).await;
             let outcome =
                 probe::run(&self.spec.action, &self.target, self.spec.timing.timeout).await;
             let was_passing = tracker.passing();
@@ -648,6 +658,16 @@ impl ProbeLoop {
                     field_path: Some(format!("spec.containers{{{}}}", self.container)),
                 });
             }
+            ever_passed |= tracker.passing() && outcome.is_ok();
+            let now = tokio::time::Instant::now();
+            if next >= next_regular {
+                next_regular = (next_regular + self.spec.timing.period).max(now);
+            }
+            next = if self.is_readiness && !ever_passed && now + FIRST_READY_RETRY < fast_until {
+                (now + FIRST_READY_RETRY).min(next_regular)
+            } else {
+                next_regular
+            };
             if let Some(now_passing) = changed {
                 if self.is_readiness {
                     let idx = self.idx;

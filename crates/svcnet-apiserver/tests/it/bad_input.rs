@@ -181,3 +181,39 @@ async fn no_or_wrong_token_is_401_but_health_is_open() {
         std::fs::metadata(&server.handle.kubeconfig).expect("kubeconfig").permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// A full Service range is the server's problem, not the request's: 500 InternalError with
+/// kube-apiserver's message, and the Service is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_service_range_is_500() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::Api;
+    use kube::api::PostParams;
+    let server = TestServer::start_with(|c| {
+        c.service_cluster_ip_ranges = vec!["10.97.0.0/29".parse().expect("cidr")];
+    })
+    .await;
+    let api: Api<Service> = Api::namespaced(server.client().await, "default");
+    let service = |name: &str| -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"ports": [{"port": 80}]}
+        }))
+        .expect("service")
+    };
+    for i in 0..16 {
+        let name = format!("s{i}");
+        match api.create(&PostParams::default(), &service(&name)).await {
+            Ok(_) => continue,
+            Err(kube::Error::Api(status)) => {
+                assert_eq!((status.code, status.reason.as_str()), (500, "InternalError"));
+                assert!(status.message.contains("range is full"), "{}", status.message);
+                assert!(i > 0, "the range held no Service at all");
+                assert!(api.get_opt(&name).await.expect("get").is_none(), "nothing stored");
+                return;
+            }
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    panic!("a /29 held 16 Services");
+}

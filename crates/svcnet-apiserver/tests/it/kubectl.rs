@@ -1,5 +1,5 @@
 //! The kubectl battery (issue 3 acceptance): every command users run against a Service API,
-//! with the machine's kubectl and the 1.29 and 1.33 binaries.
+//! with the machine's kubectl and the 1.27, 1.29 and 1.33 binaries.
 
 use std::time::Duration;
 
@@ -66,7 +66,12 @@ async fn battery(bin: &str, node_port: u16) {
     for needle in ["services", "svc", "endpointslices", "deployments", "leases"] {
         assert!(resources.contains(needle), "api-resources lacks {needle}:\n{resources}");
     }
-    assert!(k.ok(&["version"]).await.contains("Server Version: v1.32.0"));
+    // 1.27 prints the whole version.Info struct, later versions the short form.
+    let version = k.ok(&["version"]).await;
+    assert!(
+        version.contains("Server Version: v1.32.0") || version.contains("GitVersion:\"v1.32.0\""),
+        "{version}"
+    );
     assert!(k.ok(&["create", "namespace", ns]).await.contains("namespace/bat created"));
 
     // apply twice (second: unchanged), then a changed manifest (patched with SMP).
@@ -309,6 +314,33 @@ async fn battery(bin: &str, node_port: u16) {
         .ok(&["get", "svc", "gen-cip", "-n", ns, "-o", "jsonpath={.spec.ports[0].targetPort}"])
         .await;
     assert_eq!(target, "8080");
+    // `kubectl create deployment` (the docs' tutorials) sends a protobuf Deployment too.
+    k.ok(&[
+        "create",
+        "deployment",
+        "gen-dep",
+        "-n",
+        ns,
+        "--image=registry.k8s.io/echoserver:1.4",
+        "--port=8080",
+        "--replicas=0",
+        "--",
+        "/bin/echo",
+        "hi",
+    ])
+    .await;
+    let dep = k
+        .ok(&[
+            "get",
+            "deployment",
+            "gen-dep",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.selector.matchLabels.app} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].command} {.spec.template.spec.containers[0].ports[0].containerPort}",
+        ])
+        .await;
+    assert_eq!(dep, r#"0 gen-dep registry.k8s.io/echoserver:1.4 ["/bin/echo","hi"] 8080"#);
 
     // Invalid manifests: kubectl's usual errors with field paths.
     let bad = "apiVersion: v1\nkind: Service\nmetadata: {name: bad}\nspec:\n  ports: [{port: 0}]\n";
@@ -385,4 +417,10 @@ async fn kubectl_battery_1_29() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_battery_1_33() {
     run_for(Some("1.33"), 30082).await;
+}
+
+/// 1.27 and 1.28 download the protobuf OpenAPI v2 document before validating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_battery_1_27() {
+    run_for(Some("1.27"), 30083).await;
 }

@@ -3,5 +3,6 @@
 
 mod bad_input;
 mod common;
+mod etcd;
 mod kube_client;
 mod kubectl;

@@ -20,7 +20,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +27,7 @@ use tracing::{debug, info, warn};
 
 pub use desired::{SliceChanges, desired_endpoints, desired_slices};
 
-use crate::runtime::{Change, ObjectKey, WorkQueue, is_not_found, lock, not_older, watch};
+use crate::runtime::{Change, ObjectKey, WorkQueue, is_not_found, lock, not_older, spawn_watch};
 
 /// Settings of the EndpointSlice controller.
 #[derive(Debug, Clone)]
@@ -282,78 +281,40 @@ impl EndpointSliceController {
     /// Runs the watches and the workers until cancelled.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tasks = JoinSet::new();
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Service>::all(c.client.clone()),
-                watcher::Config::default(),
-                cc,
-                "services",
-                move |ch| this.on_service(ch),
-            )
-            .await
-        });
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Pod>::all(c.client.clone()),
-                watcher::Config::default(),
-                cc,
-                "pods",
-                move |ch| this.on_pod(ch),
-            )
-            .await
-        });
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Node>::all(c.client.clone()),
-                watcher::Config::default(),
-                cc,
-                "nodes",
-                move |ch| this.on_node(ch),
-            )
-            .await
-        });
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            // Slices without `kubernetes.io/service-name` are skipped in `put_slice`; no label
-            // selector here, so servers without existence selectors work too.
-            let cfg = watcher::Config::default();
-            watch(
-                Api::<EndpointSlice>::all(c.client.clone()),
-                cfg,
-                cc,
-                "endpointslices",
-                move |ch| this.on_slice(ch),
-            )
-            .await
-        });
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            if !c.config.mirror_endpoints {
-                c.mark_synced(4);
-                return;
-            }
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Endpoints>::all(c.client.clone()),
-                watcher::Config::default(),
-                cc,
-                "endpoints",
-                move |ch| this.on_endpoints(ch),
-            )
-            .await
-        });
+        spawn_watch(
+            &mut tasks,
+            &self,
+            Api::<Service>::all(self.client.clone()),
+            &cancel,
+            "services",
+            Self::on_service,
+        );
+        spawn_watch(
+            &mut tasks,
+            &self,
+            Api::<Pod>::all(self.client.clone()),
+            &cancel,
+            "pods",
+            Self::on_pod,
+        );
+        spawn_watch(
+            &mut tasks,
+            &self,
+            Api::<Node>::all(self.client.clone()),
+            &cancel,
+            "nodes",
+            Self::on_node,
+        );
+        // Slices without `kubernetes.io/service-name` are skipped in `put_slice`; no label
+        // selector here, so servers without existence selectors work too.
+        let slices = Api::<EndpointSlice>::all(self.client.clone());
+        spawn_watch(&mut tasks, &self, slices, &cancel, "endpointslices", Self::on_slice);
+        if self.config.mirror_endpoints {
+            let endpoints = Api::<Endpoints>::all(self.client.clone());
+            spawn_watch(&mut tasks, &self, endpoints, &cancel, "endpoints", Self::on_endpoints);
+        } else {
+            self.mark_synced(4);
+        }
         for _ in 0..self.config.workers.max(1) {
             let c = Arc::clone(&self);
             let cc = cancel.clone();
@@ -617,21 +578,16 @@ impl EndpointSliceController {
             ..Default::default()
         };
         let mut ok = true;
-        for slice in plan.changes.delete {
-            let name = slice.metadata.name.clone().unwrap_or_default();
-            match api
-                .delete(&name, &DeleteParams::default())
-                .await
-                .map(|_| ())
-                .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
-            {
-                Ok(()) => {
-                    let mut sl = slice;
-                    sl.metadata.namespace = Some(key.namespace.clone());
-                    lock(&self.state).remove_slice(&sl, false);
+        // Create, then update, then delete (as Kubernetes' reconciler does): a proxy watching
+        // the slices never sees a moment with fewer endpoints than before and after.
+        for mut slice in plan.changes.create {
+            slice.metadata.namespace = Some(key.namespace.clone());
+            match api.create(&pp, &slice).await {
+                Ok(stored) => {
+                    lock(&self.state).put_slice(stored, false);
                 }
                 Err(error) => {
-                    warn!(%error, slice = %name, "deleting endpointslice failed");
+                    warn!(%error, "creating endpointslice failed");
                     ok = false;
                 }
             }
@@ -648,14 +604,21 @@ impl EndpointSliceController {
                 }
             }
         }
-        for mut slice in plan.changes.create {
-            slice.metadata.namespace = Some(key.namespace.clone());
-            match api.create(&pp, &slice).await {
-                Ok(stored) => {
-                    lock(&self.state).put_slice(stored, false);
+        for slice in plan.changes.delete {
+            let name = slice.metadata.name.clone().unwrap_or_default();
+            match api
+                .delete(&name, &DeleteParams::default())
+                .await
+                .map(|_| ())
+                .or_else(|e| if is_not_found(&e) { Ok(()) } else { Err(e) })
+            {
+                Ok(()) => {
+                    let mut sl = slice;
+                    sl.metadata.namespace = Some(key.namespace.clone());
+                    lock(&self.state).remove_slice(&sl, false);
                 }
                 Err(error) => {
-                    warn!(%error, "creating endpointslice failed");
+                    warn!(%error, slice = %name, "deleting endpointslice failed");
                     ok = false;
                 }
             }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, EventSource, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +26,7 @@ use tracing::{debug, info, warn};
 pub use alloc::{LbAllocator, LbError, LbRequest, is_ours, request_for, scope_of};
 pub use pools::{Pool, Scope, parse_pools};
 
-use crate::runtime::{Change, ObjectKey, WorkQueue, lock, watch};
+use crate::runtime::{Change, ObjectKey, WorkQueue, lock, spawn_watch};
 
 /// Settings of the LoadBalancer provider.
 #[derive(Debug, Clone)]
@@ -88,29 +87,16 @@ impl LbController {
     /// Runs the watches and one worker until cancelled.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut tasks = JoinSet::new();
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            watch(
-                Api::<Service>::all(c.client.clone()),
-                watcher::Config::default(),
-                cc,
-                "services",
-                move |ch| this.on_service(ch),
-            )
-            .await
-        });
-        let c = Arc::clone(&self);
-        let cc = cancel.clone();
-        tasks.spawn(async move {
-            let this = Arc::clone(&c);
-            let api = Api::<ConfigMap>::namespaced(c.client.clone(), &c.config.pools_namespace);
-            watch(api, watcher::Config::default(), cc, "configmaps", move |ch| {
-                this.on_configmap(ch)
-            })
-            .await
-        });
+        spawn_watch(
+            &mut tasks,
+            &self,
+            Api::<Service>::all(self.client.clone()),
+            &cancel,
+            "services",
+            Self::on_service,
+        );
+        let pools = Api::<ConfigMap>::namespaced(self.client.clone(), &self.config.pools_namespace);
+        spawn_watch(&mut tasks, &self, pools, &cancel, "configmaps", Self::on_configmap);
         let c = Arc::clone(&self);
         let cc = cancel.clone();
         tasks.spawn(async move { c.worker(cc).await });

@@ -14,7 +14,7 @@ async fn upstream() -> TestServer {
     .await
 }
 
-async fn metrics_text(server: &TestServer) -> String {
+pub async fn metrics_text(server: &TestServer) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = server.handle.metrics_addr.expect("metrics address");
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");

@@ -4,7 +4,9 @@
 //! table`, names only) and loads a full render in one transaction that replaces the table's
 //! content without deleting the table: established connections keep their conntrack NAT
 //! bindings and affinity entries survive a restart. Later applies send only the difference
-//! from the previous plan; if one fails, the next apply starts over with a full sync.
+//! from the previous plan (`render::nftables::update_layout` on the kept layout: for a few
+//! changed Service ports it builds only their layouts, so a change costs the same at 100 and
+//! at 10,000 Services); if one fails, the next apply starts over with a full sync.
 //! Nothing outside `table inet svcnet` is ever touched.
 
 use std::process::Stdio;
@@ -14,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::DataPlane;
-use crate::render::nftables::{self as render, Existing, TABLE};
+use crate::render::nftables::{self as render, Existing, Layout, TABLE};
 use crate::{Error, ProxyPlan, Result};
 
 /// Settings of the nftables data plane.
@@ -35,8 +37,9 @@ impl Default for NftablesConfig {
 /// Programs plans into `table inet svcnet`.
 pub struct NftablesDataPlane {
     config: NftablesConfig,
-    /// The plan the kernel holds, when the last apply succeeded.
-    applied: Option<ProxyPlan>,
+    /// The plan the kernel holds and its layout, when the last apply succeeded (the layout is
+    /// kept so that a change renders only the new plan's layout).
+    applied: Option<(ProxyPlan, Layout)>,
 }
 
 impl NftablesDataPlane {
@@ -47,7 +50,7 @@ impl NftablesDataPlane {
     /// What `apply` would send next, without sending it (for `--dry-run`).
     pub fn pending(&self, plan: &ProxyPlan) -> String {
         match &self.applied {
-            Some(old) => render::render_update(old, plan),
+            Some((old, layout)) => render::update_layout(&mut layout.clone(), old, plan),
             None => render::render(plan),
         }
     }
@@ -63,23 +66,42 @@ impl NftablesDataPlane {
     }
 
     async fn apply_inner(&mut self, plan: &ProxyPlan) -> Result<()> {
-        let script = match &self.applied {
-            Some(old) => render::render_update(old, plan),
+        // `applied` stays None until the transaction succeeds: a failure means a full sync.
+        let (script, layout, old) = match self.applied.take() {
+            Some((old, mut layout)) => {
+                let script = render::update_layout(&mut layout, &old, plan);
+                (script, layout, Some(old))
+            }
             None => {
+                let layout = render::layout(plan);
                 let existing = self.existing().await?;
-                render::render_reconcile(plan, &existing)
+                (render::render_reconcile_layout(&layout, &existing), layout, None)
             }
         };
-        let old = self.applied.take();
         if !script.is_empty() {
             let (_, _, result) =
                 run_tool(&self.config.nft, &["-f", "-"], Some(script.as_bytes())).await?;
             result.map_err(|stderr| Error::NftApplyFailed { stderr })?;
         }
-        self.applied = Some(plan.clone());
         if let (Some(ct), Some(old)) = (&self.config.conntrack, &old) {
             crate::conntrack::cleanup(ct, old, plan).await;
         }
+        // Keep the applied plan by patching the old one: a clone of a large plan would cost
+        // more than the transaction.
+        let applied = match old {
+            Some(mut old) if old.node == plan.node => {
+                for key in render::changed_keys(&old, plan) {
+                    match plan.service_ports.get(&key) {
+                        Some(sp) => old.service_ports.insert(key, sp.clone()),
+                        None => old.service_ports.remove(&key),
+                    };
+                }
+                old.warnings = plan.warnings.clone();
+                old
+            }
+            _ => plan.clone(),
+        };
+        self.applied = Some((applied, layout));
         Ok(())
     }
 }

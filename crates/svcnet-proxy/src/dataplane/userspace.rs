@@ -7,12 +7,18 @@
 //! rebinds only listeners that appear or disappear and swaps routes in place. Established
 //! TCP connections keep their backend when it is removed (drain); UDP sessions to a removed
 //! backend are dropped, as kube-proxy clears UDP conntrack. SCTP is not carried (logged).
-//! Source addresses are not preserved: backends see the proxy's address. Listeners use
-//! SO_REUSEADDR but not SO_REUSEPORT, so a second proxy can never silently split a port.
+//! Source addresses are not preserved: backends see the proxy's address.
+//!
+//! Forwarding runs on the data plane's own threads (`workers`): one single-threaded runtime
+//! per usable CPU, each with its own TCP listener per frontend. With more than one thread the
+//! listeners share the port with SO_REUSEPORT (the kernel spreads connections); before such a
+//! group is bound, a probe bind checks that nobody else holds the port, so a second proxy can
+//! still never silently split a port with this one. UDP frontends live on the first thread.
 
 mod splice;
 mod tcp;
 mod udp;
+mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -41,6 +47,8 @@ pub struct UserspaceConfig {
     pub splice: bool,
     /// TCP keepalive idle time on both sides of a forwarded connection.
     pub tcp_keepalive: Duration,
+    /// Data-path threads; 0 = one per CPU the process may run on (its affinity mask).
+    pub workers: usize,
 }
 
 impl Default for UserspaceConfig {
@@ -50,6 +58,7 @@ impl Default for UserspaceConfig {
             connect_timeout: Duration::from_secs(5),
             splice: true,
             tcp_keepalive: Duration::from_secs(60),
+            workers: 0,
         }
     }
 }
@@ -216,6 +225,8 @@ pub struct UserspaceDataPlane {
     routes: HashMap<(ServicePortKey, FrontendKind), Arc<Route>>,
     affinity: HashMap<ServicePortKey, Arc<AffinityTable>>,
     last: ProxyPlan,
+    /// The data-path threads, started at the first plan that has a frontend.
+    workers: Option<workers::Workers>,
 }
 
 impl UserspaceDataPlane {
@@ -229,6 +240,7 @@ impl UserspaceDataPlane {
             routes: HashMap::new(),
             affinity: HashMap::new(),
             last: ProxyPlan::default(),
+            workers: None,
         }
     }
 
@@ -330,6 +342,14 @@ impl UserspaceDataPlane {
         });
         let mut first_error = None;
         let mut n_bound = 0usize;
+        if self.workers.is_none() && !desired.is_empty() {
+            let started =
+                workers::Workers::start(self.config.workers, self.cancel.child_token()).map_err(
+                    |source| Error::Listen { address: "data path threads".into(), source },
+                )?;
+            self.workers = Some(started);
+        }
+        let handles = self.workers.as_ref().map(|w| w.handles().to_vec()).unwrap_or_default();
         for (key, route) in desired {
             if let Some(listener) = self.listeners.get(&key) {
                 if !Arc::ptr_eq(&listener.route.load(), &route) {
@@ -340,10 +360,16 @@ impl UserspaceDataPlane {
             let shared = Arc::new(ArcSwap::new(route));
             let cancel = self.cancel.child_token();
             let bound = match key.protocol {
-                Protocol::Tcp => {
-                    tcp::listen(key.address, shared.clone(), cancel.clone(), self.config.clone())
-                }
+                Protocol::Tcp => tcp::listen(
+                    key.address,
+                    shared.clone(),
+                    cancel.clone(),
+                    self.config.clone(),
+                    &handles,
+                ),
                 Protocol::Udp => {
+                    let Some(handle) = handles.first() else { continue };
+                    let _entered = handle.enter();
                     udp::listen(key.address, shared.clone(), cancel.clone(), self.config.clone())
                 }
                 Protocol::Sctp => continue,
@@ -419,13 +445,21 @@ impl DataPlane for UserspaceDataPlane {
     }
 }
 
-/// A listening socket with the options a proxy wants.
-fn bind_socket(address: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+/// A bound (not yet listening) socket with the options a proxy wants; `reuse_port` lets
+/// several of this process's threads bind the same address.
+fn bind_socket(
+    address: SocketAddr,
+    kind: socket2::Type,
+    reuse_port: bool,
+) -> std::io::Result<socket2::Socket> {
     let domain = socket2::Domain::for_address(address);
     let protocol =
         if kind == socket2::Type::STREAM { socket2::Protocol::TCP } else { socket2::Protocol::UDP };
     let socket = socket2::Socket::new(domain, kind, Some(protocol))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true)?;
     }

@@ -91,6 +91,7 @@ pub fn jump_rules() -> Vec<(&'static str, &'static str, &'static str)> {
             "-m conntrack --ctstate NEW -m comment --comment svcnet-services -j SVNT-SERVICES",
         ),
         ("filter", "FORWARD", "-m comment --comment svcnet-forward -j SVNT-FORWARD"),
+        ("filter", "INPUT", "-m comment --comment svcnet-health-check -j SVNT-NODEPORTS"),
     ]
 }
 
@@ -137,7 +138,7 @@ pub fn tables(plan: &ProxyPlan, family: IpFamily) -> Tables {
     for c in ["SERVICES", "NODEPORTS", "POSTROUTING", "MARK-MASQ"] {
         t.nat_top.insert(format!("{PREFIX}{c}"), Vec::new());
     }
-    for c in ["SERVICES", "EXTERNAL-SERVICES", "FIREWALL", "FORWARD"] {
+    for c in ["SERVICES", "EXTERNAL-SERVICES", "FIREWALL", "FORWARD", "NODEPORTS"] {
         t.filter.insert(format!("{PREFIX}{c}"), Vec::new());
     }
     let post = |t: &mut Tables, r: String| {
@@ -312,6 +313,21 @@ pub fn tables(plan: &ProxyPlan, family: IpFamily) -> Tables {
     t.filter.entry(format!("{PREFIX}SERVICES")).or_default().extend(filter_services);
     t.filter.entry(format!("{PREFIX}EXTERNAL-SERVICES")).or_default().extend(filter_external);
     t.filter.entry(format!("{PREFIX}FIREWALL")).or_default().extend(filter_firewall);
+    // healthCheckNodePorts are accepted, like kube-proxy's filter KUBE-NODEPORTS chain.
+    let health: std::collections::BTreeSet<(String, u16)> = plan
+        .service_ports
+        .iter()
+        .filter(|(k, _)| k.family == family)
+        .filter_map(|(k, sp)| {
+            sp.health_check_node_port.map(|p| (format!("{}/{}", k.namespace, k.name), p))
+        })
+        .collect();
+    let nodeports_filter = t.filter.entry(format!("{PREFIX}NODEPORTS")).or_default();
+    for (svc, port) in health {
+        nodeports_filter.push(format!(
+            "-m comment --comment \"{svc} health check node port\" -m tcp -p tcp --dport {port} -j ACCEPT"
+        ));
+    }
     t
 }
 
@@ -404,9 +420,6 @@ pub fn render_family(
 ) -> String {
     let t = tables(plan, family);
     let mut out = String::new();
-    let filter_chains: Vec<&String> = t.filter.keys().collect();
-    let filter_rules: Vec<(&String, &Vec<String>)> = t.filter.iter().collect();
-    write_table(&mut out, "filter", &filter_chains, &filter_rules, &[]);
     let mut nat: BTreeMap<&String, &Vec<String>> = t.nat_top.iter().collect();
     for chains in t.nat_services.values() {
         nat.extend(chains.iter());
@@ -415,6 +428,10 @@ pub fn render_family(
     let declare: Vec<&String> = nat.keys().copied().collect();
     let rules: Vec<(&String, &Vec<String>)> = nat.into_iter().collect();
     write_table(&mut out, "nat", &declare, &rules, &stale);
+    // nat before filter, as in `render_update`.
+    let filter_chains: Vec<&String> = t.filter.keys().collect();
+    let filter_rules: Vec<(&String, &Vec<String>)> = t.filter.iter().collect();
+    write_table(&mut out, "filter", &filter_chains, &filter_rules, &[]);
     out
 }
 
@@ -436,10 +453,6 @@ pub fn render_update(old: &ProxyPlan, new: &ProxyPlan, family: IpFamily) -> Stri
     let b = tables(new, family);
     let node_changed = old.node != new.node;
     let mut out = String::new();
-    let filter_chains: Vec<&String> = b.filter.keys().collect();
-    let filter_rules: Vec<(&String, &Vec<String>)> = b.filter.iter().collect();
-    write_table(&mut out, "filter", &filter_chains, &filter_rules, &[]);
-
     let mut write: BTreeMap<&String, &Vec<String>> = b.nat_top.iter().collect();
     for (key, chains) in &b.nat_services {
         let unchanged = !node_changed
@@ -461,6 +474,12 @@ pub fn render_update(old: &ProxyPlan, new: &ProxyPlan, family: IpFamily) -> Stri
     let declare: Vec<&String> = write.keys().copied().collect();
     let rules: Vec<(&String, &Vec<String>)> = write.into_iter().collect();
     write_table(&mut out, "nat", &declare, &rules, &stale);
+    // nat before filter: iptables-restore commits table by table, and a Service whose endpoints
+    // appear must get its DNAT before its REJECT goes, or a new connection in between leaves
+    // un-NATed towards the ClusterIP and hangs (seen as one lost connection per selector change).
+    let filter_chains: Vec<&String> = b.filter.keys().collect();
+    let filter_rules: Vec<(&String, &Vec<String>)> = b.filter.iter().collect();
+    write_table(&mut out, "filter", &filter_chains, &filter_rules, &[]);
     out
 }
 

@@ -32,7 +32,7 @@
 //!   `local-slot-K-v4` / `local-backend-K-v4` hold the node-local backends that
 //!   `externalTrafficPolicy: Local` uses for outside traffic. Weights become slot counts
 //!   (divided by their gcd, at most `MAX_SLOTS` slots per frontend).
-//! * Maglev: the lookup table is computed here (prime size ≥ 100 × backends) and loaded into
+//! * Maglev: the lookup table is `scheduler::maglev`'s (the userspace data plane's) and loaded into
 //!   `maglev-v4` (F . bucket → backend); `pick-maglev-M-v4` does
 //!   `dnat ip to F . jhash ip saddr mod M map @maglev-v4`.
 //! * ClientIP affinity: per-slot dynamic sets `affinity-K-v4` of `saddr . F` with timeouts.
@@ -47,19 +47,26 @@
 //!   (F . saddr interval); other sources are dropped before DNAT.
 //! * `masquerading`: hairpin (`saddr . daddr @hairpin-v4`, a local endpoint to itself) is
 //!   masqueraded; then the mark bit 0x4000 is tested, cleared and the packet masqueraded.
+//! * Updates: [`update_layout`] turns a change of a few Service ports into element deletes
+//!   and adds computed from those ports' layouts alone (no whole-layout build or diff), when
+//!   the chains and sets they need exist; anything else is a diff of whole layouts.
 //! * NodePorts: one F per address in `NodePlan::node_port_addresses` (no `fib` match: the
 //!   backend maps are keyed by the destination address, so it must be known).
 //!
-//! What is left out: kube-proxy's "reject traffic to unallocated ClusterIPs / ports" and
-//! health-check-node-port accept rules (no host firewall here), localhost NodePorts.
+//! * `healthCheckNodePort`s: `health-check-v4` (node-port address . port) accepted in
+//!   `filter-input`, as kube-proxy's `KUBE-NODEPORTS` filter rule does.
+//!
+//! What is left out: kube-proxy's "reject traffic to unallocated ClusterIPs / ports" (the plan
+//! does not carry the Service CIDR), localhost NodePorts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use crate::scheduler::maglev::{self, MaglevTable};
 use crate::{
-    Backend, EmptyAction, FrontendKind, IpFamily, ProxyPlan, Scheduler, ServicePortPlan,
-    TrafficPolicy,
+    Backend, EmptyAction, FrontendKind, IpFamily, ProxyPlan, Scheduler, ServicePortKey,
+    ServicePortPlan, TrafficPolicy,
 };
 
 /// The table svcnet owns; nothing outside it is ever touched.
@@ -70,8 +77,6 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 pub const MAX_SLOTS: usize = 256;
 /// Seed of the source-hash and Maglev `jhash`, fixed so every node hashes alike.
 const HASH_SEED: &str = "0x7376636e";
-/// Prime Maglev table sizes; the smallest one ≥ 100 × backends is used.
-const MAGLEV_SIZES: [usize; 9] = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521];
 /// Elements per `add element` command in a full render.
 const ELEMENTS_PER_COMMAND: usize = 2000;
 
@@ -81,6 +86,9 @@ const ELEMENTS_PER_COMMAND: usize = 2000;
 pub struct Layout {
     pub chains: BTreeMap<String, Chain>,
     pub sets: BTreeMap<String, Set>,
+    /// `(set, key)` of elements more than one Service port wrote (e.g. the hairpin element of
+    /// a pod backing two Services): [`update_layout`] never changes these in place.
+    pub shared: BTreeSet<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,9 +124,17 @@ impl Layout {
         set
     }
     fn element(&mut self, set: &str, key: String, value: Option<String>) {
-        if let Some(set) = self.sets.get_mut(set) {
+        let Layout { sets, shared, .. } = self;
+        if let Some(elements) = sets.get_mut(set).map(|s| &mut s.elements) {
             // First writer wins, like kube-proxy when two Services claim one address:port.
-            set.elements.entry(key).or_insert(value);
+            match elements.entry(key) {
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(value);
+                }
+                std::collections::btree_map::Entry::Occupied(e) => {
+                    shared.insert((set.to_string(), e.key().clone()));
+                }
+            }
         }
     }
 }
@@ -222,6 +238,10 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
             &format!("type {key} . {at} ; flags interval ;"),
         );
         l.set(&format!("hairpin-{s}"), "set", &format!("type {at} . {at} ;"));
+        // A Service's healthCheckNodePort is accepted (kube-proxy's KUBE-NODEPORTS filter
+        // rule), on the node-port addresses of this family.
+        l.set(&format!("health-check-{s}"), "set", &format!("type {at} . inet_service ;"));
+        l.rule("filter-input", format!("{ip} daddr . tcp dport @health-check-{s} accept"));
         for prefix in ["", "local-"] {
             l.set(
                 &format!("{prefix}maglev-{s}"),
@@ -346,6 +366,12 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
                 }
             }
         }
+        if let Some(port) = sp.health_check_node_port {
+            for addr in plan.node.node_port_addresses.iter().filter(|a| family_of(a) == key.family)
+            {
+                l.element(&format!("health-check-{s}"), format!("{addr} . {port}"), None);
+            }
+        }
         // Only an endpoint on this node can reach itself through this node's rules.
         for b in sp.cluster_backends.iter().chain(&sp.local_backends).filter(|b| b.is_local) {
             l.element(&format!("hairpin-{s}"), format!("{} . {}", b.ip, b.ip), None);
@@ -433,8 +459,8 @@ fn pick(
     let n = slot_list.len();
 
     if sp.scheduler == Scheduler::Maglev {
-        let m = MAGLEV_SIZES.iter().copied().find(|m| *m >= 100 * n).unwrap_or(65521);
-        let table = maglev_table(slot_list, m);
+        let table = maglev_table(slot_list);
+        let m = table.len();
         let chain = format!("pick-{prefix}maglev-{m}-{s}");
         let map_name = format!("{prefix}maglev-{s}");
         if !l.chains.contains_key(&chain) {
@@ -537,58 +563,19 @@ fn pick(
     }
 }
 
-/// Maglev lookup table (Eisenbud et al., NSDI 2016, section 3.4) of size `m` (a prime):
-/// entry `j` is the index of the backend that owns bucket `j`. Weights repeat a backend's
-/// turn. The permutation of each backend derives from SHA-256 of `ip:port`, so every node
-/// computes the same table.
-pub fn maglev_table(backends: &[Backend], m: usize) -> Vec<usize> {
-    use sha2::{Digest, Sha256};
-    let n = backends.len();
-    if n == 0 || m == 0 {
-        return Vec::new();
-    }
-    let perms: Vec<(usize, usize)> = backends
-        .iter()
-        .map(|b| {
-            let digest = Sha256::digest(format!("{}:{}", b.ip, b.port).as_bytes());
-            let h1 = u64::from_le_bytes(digest[0..8].try_into().unwrap_or([0; 8]));
-            let h2 = u64::from_le_bytes(digest[8..16].try_into().unwrap_or([0; 8]));
-            let offset = (h1 % m as u64) as usize;
-            let skip = (h2 % (m as u64 - 1)) as usize + 1;
-            (offset, skip)
-        })
-        .collect();
+/// Maglev lookup table of `backends` (bucket → backend index): the same table as the
+/// userspace data plane's (`scheduler::maglev`), names `ip:port`, weights as turns, size
+/// `scheduler::maglev::table_size_for` the total weight.
+pub fn maglev_table(backends: &[Backend]) -> Vec<usize> {
+    let names: Vec<String> =
+        backends.iter().map(|b| std::net::SocketAddr::new(b.ip, b.port).to_string()).collect();
     let weights: Vec<u32> = backends.iter().map(|b| b.weight.max(1)).collect();
-    let max_weight = weights.iter().copied().max().unwrap_or(1);
-    let mut next = vec![0usize; n];
-    let mut entry = vec![usize::MAX; m];
-    let mut filled = 0;
-    let mut round = 0u32;
-    while filled < m {
-        round += 1;
-        for i in 0..n {
-            // A backend of weight w takes a turn in w of every max_weight rounds.
-            if (u64::from(round) * u64::from(weights[i])) / u64::from(max_weight)
-                == (u64::from(round - 1) * u64::from(weights[i])) / u64::from(max_weight)
-            {
-                continue;
-            }
-            let (offset, skip) = perms[i];
-            loop {
-                let c = (offset + next[i] * skip) % m;
-                next[i] += 1;
-                if entry[c] == usize::MAX {
-                    entry[c] = i;
-                    filled += 1;
-                    break;
-                }
-            }
-            if filled == m {
-                break;
-            }
-        }
-    }
-    entry
+    let total: u64 = weights.iter().map(|w| u64::from(*w)).sum();
+    MaglevTable::new(&names, &weights, maglev::table_size_for(total))
+        .slots()
+        .iter()
+        .map(|i| *i as usize)
+        .collect()
 }
 
 fn push_elements(out: &mut String, verb: &str, set: &str, elements: &[String]) {
@@ -664,8 +651,12 @@ pub struct Existing {
 /// A full render plus the deletion of chains, sets and maps that exist in the kernel but not
 /// in the plan. Used by the first sync of a data plane.
 pub fn render_reconcile(plan: &ProxyPlan, existing: &Existing) -> String {
-    let l = layout(plan);
-    let mut out = render_layout(&l);
+    render_reconcile_layout(&layout(plan), existing)
+}
+
+/// [`render_reconcile`] of an already built layout.
+pub fn render_reconcile_layout(l: &Layout, existing: &Existing) -> String {
+    let mut out = render_layout(l);
     let stale_chains: Vec<&String> =
         existing.chains.iter().filter(|c| !l.chains.contains_key(*c)).collect();
     // `flush table` above already emptied every chain, so stale ones can be deleted at once.
@@ -685,6 +676,162 @@ pub fn render_reconcile(plan: &ProxyPlan, existing: &Existing) -> String {
 /// or affinity timeout; a change of node settings). Empty when nothing changed.
 pub fn render_update(old: &ProxyPlan, new: &ProxyPlan) -> String {
     diff_layouts(&layout(old), &layout(new))
+}
+
+/// Most Service ports changed at once for which [`update_layout`] tries the element-only path.
+const INCREMENTAL_MAX: usize = 64;
+
+/// Service ports added, removed or changed between `old` and `new`, in key order.
+pub fn changed_keys(old: &ProxyPlan, new: &ProxyPlan) -> Vec<ServicePortKey> {
+    // One ordered walk of both maps (no lookups): this runs on every change.
+    let mut keys = Vec::new();
+    let mut a = old.service_ports.iter().peekable();
+    let mut b = new.service_ports.iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some((ka, _)), None) => {
+                keys.push((*ka).clone());
+                a.next();
+            }
+            (None, Some((kb, _))) => {
+                keys.push((*kb).clone());
+                b.next();
+            }
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    keys.push((*ka).clone());
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    keys.push((*kb).clone());
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if va != vb {
+                        keys.push((*kb).clone());
+                    }
+                    a.next();
+                    b.next();
+                }
+            },
+        }
+    }
+    keys
+}
+
+fn subset(plan: &ProxyPlan, keys: &[ServicePortKey]) -> ProxyPlan {
+    ProxyPlan {
+        service_ports: keys
+            .iter()
+            .filter_map(|k| plan.service_ports.get(k).map(|v| (k.clone(), v.clone())))
+            .collect(),
+        node: plan.node.clone(),
+        warnings: Vec::new(),
+    }
+}
+
+/// The transaction that takes the kernel from `current` (the layout it holds, the result of
+/// the previous call or of [`layout`] of `old`) to the rules of `new`, updating `current` to
+/// what the kernel holds afterwards.
+///
+/// When the node settings are unchanged and only a few Service ports changed, only their
+/// layouts are built (old and new) and their element differences applied: the cost does not
+/// depend on the number of Services. That path is taken only when every chain, rule and set
+/// the changed ports need already exists and no element another port also wrote is touched;
+/// otherwise the whole layout of `new` is built and diffed. Chains and sets the changed ports
+/// stop using stay (empty of their elements) until the next whole diff.
+pub fn update_layout(current: &mut Layout, old: &ProxyPlan, new: &ProxyPlan) -> String {
+    if old.node == new.node {
+        let keys = changed_keys(old, new);
+        if keys.is_empty() {
+            return String::new();
+        }
+        if keys.len() <= INCREMENTAL_MAX {
+            let a = layout(&subset(old, &keys));
+            let b = layout(&subset(new, &keys));
+            if let Some(script) = update_elements(current, &a, &b) {
+                return script;
+            }
+        }
+    }
+    let l = layout(new);
+    let script = diff_layouts(current, &l);
+    *current = l;
+    script
+}
+
+/// The element-only transaction from `a` to `b` (layouts of the same Service ports, before
+/// and after) applied on `current`, or `None` when it would need more than element changes.
+fn update_elements(current: &mut Layout, a: &Layout, b: &Layout) -> Option<String> {
+    for (name, c) in &b.chains {
+        let cur = current.chains.get(name)?;
+        if cur.hook != c.hook || !c.rules.iter().all(|r| cur.rules.contains(r)) {
+            return None;
+        }
+    }
+    for (name, s) in &b.sets {
+        let cur = current.sets.get(name)?;
+        if cur.kind != s.kind || cur.spec != s.spec || cur.dynamic != s.dynamic {
+            return None;
+        }
+    }
+    let mut deletes: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for (name, s) in a.sets.iter().filter(|(_, s)| !s.dynamic) {
+        let after = b.sets.get(name);
+        let cur = current.sets.get(name)?;
+        for (k, v) in &s.elements {
+            if after.and_then(|n| n.elements.get(k)) == Some(v) {
+                continue;
+            }
+            // Only an element this port alone wrote may go.
+            if cur.elements.get(k) != Some(v) || current.shared.contains(&(name.clone(), k.clone()))
+            {
+                return None;
+            }
+            deletes.entry(name).or_default().push(k);
+        }
+    }
+    let mut adds: BTreeMap<&str, Vec<(&String, &Option<String>)>> = BTreeMap::new();
+    for (name, s) in b.sets.iter().filter(|(_, s)| !s.dynamic) {
+        let before = a.sets.get(name);
+        let cur = current.sets.get(name)?;
+        let deleted = deletes.get(name.as_str());
+        for (k, v) in &s.elements {
+            if before.and_then(|o| o.elements.get(k)) == Some(v) {
+                continue;
+            }
+            // An element another port holds would need the first-writer order: whole diff.
+            if cur.elements.contains_key(k) && !deleted.is_some_and(|d| d.contains(&k)) {
+                return None;
+            }
+            adds.entry(name).or_default().push((k, v));
+        }
+    }
+    let mut out = String::new();
+    for (name, keys) in &deletes {
+        let text: Vec<String> = keys.iter().map(|k| (*k).clone()).collect();
+        push_elements(&mut out, "delete", name, &text);
+    }
+    for (name, elements) in &adds {
+        let text: Vec<String> = elements.iter().map(|(k, v)| element_text(k, v)).collect();
+        push_elements(&mut out, "add", name, &text);
+    }
+    for (name, keys) in deletes {
+        if let Some(set) = current.sets.get_mut(name) {
+            for k in keys {
+                set.elements.remove(k);
+            }
+        }
+    }
+    for (name, elements) in adds {
+        if let Some(set) = current.sets.get_mut(name) {
+            for (k, v) in elements {
+                set.elements.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The transaction from layout `a` to layout `b`.

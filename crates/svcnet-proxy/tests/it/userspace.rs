@@ -133,8 +133,12 @@ async fn client_ip_affinity_holds() {
 async fn no_endpoints_rejects_at_once() {
     let fe = frontend(7);
     let _dp = dataplane_with(&cluster_ip_plan(fe, Protocol::Tcp, &[], Scheduler::Random)).await;
+    // The proxy resets at accept; on its own thread that may land before connect returns.
     let mut stream =
-        tokio::time::timeout(DEADLINE, tokio::net::TcpStream::connect(fe)).await.unwrap().unwrap();
+        match tokio::time::timeout(DEADLINE, tokio::net::TcpStream::connect(fe)).await.unwrap() {
+            Ok(stream) => stream,
+            Err(error) => return assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset),
+        };
     let mut buf = [0u8; 16];
     let read =
         tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.expect("closed promptly");
@@ -247,10 +251,12 @@ async fn source_ranges_apply_to_load_balancer_frontends() {
     assert_eq!(name, "lb");
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::from(([127, 54, 12, 7], 0))).unwrap();
-    let mut stream = tokio::time::timeout(DEADLINE, socket.connect(lb)).await.unwrap().unwrap();
-    let mut buf = [0u8; 16];
-    let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.unwrap();
-    assert!(matches!(read, Ok(0) | Err(_)), "a source outside the ranges was served: {read:?}");
+    // The proxy resets at accept; on its own thread that may land before connect returns.
+    if let Ok(mut stream) = tokio::time::timeout(DEADLINE, socket.connect(lb)).await.unwrap() {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(DEADLINE, stream.read(&mut buf)).await.unwrap();
+        assert!(matches!(read, Ok(0) | Err(_)), "a source outside the ranges was served: {read:?}");
+    }
 }
 
 #[tokio::test]
@@ -271,6 +277,24 @@ async fn unbindable_frontend_is_reported_and_the_rest_served() {
     let error = dp.apply(&plan).await.unwrap_err();
     assert!(matches!(error, Error::Listen { .. }), "{error}");
     assert_eq!(name_of_new_connection(fe).await, "ok");
+}
+
+/// Several data-path threads share a frontend with SO_REUSEPORT; that must not let a second
+/// proxy join the group and silently take half of the connections.
+#[tokio::test]
+async fn threads_share_a_port_but_a_second_proxy_cannot() {
+    let (a, b) = (Echo::start("first").await, Echo::start("second").await);
+    let fe = frontend(20);
+    let config = UserspaceConfig { workers: 2, ..UserspaceConfig::default() };
+    let mut first = UserspaceDataPlane::new(config.clone(), CancellationToken::new());
+    first.apply(&cluster_ip_plan(fe, Protocol::Tcp, &[a.tcp], Scheduler::Random)).await.unwrap();
+    let mut second = UserspaceDataPlane::new(config, CancellationToken::new());
+    let error = second
+        .apply(&cluster_ip_plan(fe, Protocol::Tcp, &[b.tcp], Scheduler::Random))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Listen { .. }), "{error}");
+    assert_eq!(count_names(fe, 8).await, BTreeMap::from([("first".into(), 8)]));
 }
 
 #[tokio::test]

@@ -1,10 +1,12 @@
 //! One scenario, run against each kernel data plane: ClusterIP distribution, reject with no
 //! endpoints, NodePort, LoadBalancer source ranges, externalTrafficPolicy Local, ClientIP
-//! affinity, a plan change under a live connection, a restart of the data plane, and UDP
-//! flows moving after their endpoint goes away.
+//! affinity, a plan change under a live connection, restarts of the data plane under a client
+//! loop with no failed connection, and UDP flows moving after their endpoint goes away.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use svcnet_proxy::dataplane::DataPlane;
@@ -294,9 +296,35 @@ pub fn run_scenario(kind: Kind) {
         "{kind:?} UDP after change"
     );
 
-    // Restart: a fresh data plane reconciles with what the kernel holds.
-    drop(dp);
-    let mut dp = apply(&t.node, data_plane(kind), Some(second));
+    // Restart under load: a bounded client loop (200 connections, a few seconds) runs while
+    // the data plane is dropped and a fresh one reconciles with what the kernel holds, three
+    // times. No connection may fail, and the held connection survives.
+    let done = Arc::new(AtomicUsize::new(0));
+    let counter = done.clone();
+    let web = sock(a.web, 80);
+    let load = t.client.thread(move || {
+        let mut failures = Vec::new();
+        for i in 0..200 {
+            if let Err(e) = who(web, Duration::from_secs(2)) {
+                failures.push(format!("connection {i}: {e:?}"));
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(failures)
+    });
+    let mut dp = dp;
+    for round in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while done.load(Ordering::SeqCst) < round * 40 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(dp);
+        dp = apply(&t.node, data_plane(kind), Some(second.clone()));
+    }
+    let failures = load.join().expect("load thread").expect("load loop");
+    assert_eq!(done.load(Ordering::SeqCst), 200);
+    assert!(failures.is_empty(), "{kind:?} failed during restarts: {failures:?}");
     held.ping().expect("ping after a restart");
     let seen: BTreeSet<String> = spread(&t.client, sock(a.web, 80), 10).into_iter().collect();
     assert!(seen.iter().all(|s| s.starts_with("pod-")), "{kind:?} after restart: {seen:?}");

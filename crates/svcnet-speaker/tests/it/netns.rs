@@ -1,19 +1,20 @@
 //! A throw-away layer-2 network in namespaces the test creates: a bridge in its own namespace
 //! and hosts (`node-a`, `node-b`, `client`) each with an `eth0` veth into it, on a test-only
 //! /24 that overlaps no route of this machine. No namespace gets a default route; the root
-//! namespace gets nothing. `Drop` deletes every namespace (and so every interface).
-//!
-//! Local stand-in for the NetnsGuard that `svcnet-testkit` is meant to provide.
+//! namespace gets nothing. The namespaces are `svcnet_testkit::NetnsGuard`s: dropping the `Net`
+//! deletes them (and so every interface), also when the test fails.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::Duration;
 
+use svcnet_testkit::NetnsGuard;
+
 pub struct Net {
-    pub prefix: String,
-    pub subnet: [u8; 3],
-    namespaces: Vec<String>,
+    subnet: Ipv4Addr,
+    hosts: Vec<(&'static str, NetnsGuard)>,
+    /// Dropped last, after the hosts whose veth peers it holds.
+    _bridge: NetnsGuard,
 }
 
 /// The host names and their last address octet.
@@ -25,75 +26,50 @@ fn run(argv: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A /24 from a few candidates that overlaps no route of this machine.
-fn free_subnet() -> [u8; 3] {
-    let routes: Vec<serde_json::Value> =
-        serde_json::from_str(&run(&["ip", "-j", "route", "show", "table", "all"]))
-            .expect("ip -j route");
-    let candidates: [[u8; 3]; 3] = [[10, 251, 77], [172, 31, 251], [192, 168, 251]];
-    let overlaps = |candidate: &[u8; 3]| {
-        let net = u32::from(Ipv4Addr::new(candidate[0], candidate[1], candidate[2], 0));
-        routes.iter().filter_map(|r| r.get("dst")?.as_str()).any(|dst| {
-            let (address, len) = dst.split_once('/').unwrap_or((dst, "32"));
-            let (Ok(address), Ok(len)) = (address.parse::<Ipv4Addr>(), len.parse::<u32>()) else {
-                return false; // "default" adds no namespace route here, and IPv6 cannot clash.
-            };
-            let len = len.min(24);
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            (u32::from(address) & mask) == (net & mask)
-        })
-    };
-    *candidates.iter().find(|c| !overlaps(c)).expect("a free test subnet")
-}
-
 impl Net {
-    /// Builds the network; `tag` keeps parallel tests apart.
+    /// Builds the network; `tag` names its namespaces.
     pub fn new(tag: &str) -> Net {
-        let prefix = format!("spk{}{tag}", std::process::id() % 100_000);
-        let subnet = free_subnet();
-        let mut net = Net { prefix: prefix.clone(), subnet, namespaces: Vec::new() };
-        let bridge = net.add_netns("br");
-        run(&["ip", "-n", &bridge, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &bridge, "link", "set", "br0", "up"]);
+        let subnet = svcnet_testkit::unused_subnet().expect("a free test subnet");
+        let bridge = NetnsGuard::new(&format!("spk-{tag}-br")).expect("bridge namespace");
+        bridge.exec(&["ip", "link", "add", "br0", "type", "bridge"]).expect("bridge");
+        bridge.exec(&["ip", "link", "set", "br0", "up"]).expect("bridge up");
+        let mut net = Net { subnet, hosts: Vec::new(), _bridge: bridge };
         for (host, octet) in HOSTS {
-            let ns = net.add_netns(host);
+            let ns = NetnsGuard::new(&format!("spk-{tag}-{host}")).expect("host namespace");
             let port = format!("p-{host}");
             // The pair is created inside the host namespace, never in the root namespace.
             run(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                "netns", &bridge,
-            ]);
-            run(&["ip", "-n", &bridge, "link", "set", &port, "master", "br0", "up"]);
-            run(&[
                 "ip",
                 "-n",
-                &ns,
-                "addr",
+                ns.name(),
+                "link",
                 "add",
-                &format!("{}/24", net.address(*octet)),
-                "dev",
                 "eth0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                net._bridge.name(),
             ]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            net._bridge.exec(&["ip", "link", "set", &port, "master", "br0", "up"]).expect("port");
+            let cidr = format!("{}/24", net.address(*octet));
+            ns.exec(&["ip", "addr", "add", &cidr, "dev", "eth0"]).expect("address");
+            ns.exec(&["ip", "link", "set", "eth0", "up"]).expect("eth0 up");
+            net.hosts.push((host, ns));
         }
         net
     }
 
-    fn add_netns(&mut self, host: &str) -> String {
-        let ns = format!("{}-{host}", self.prefix);
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        run(&["ip", "netns", "add", &ns]);
-        self.namespaces.push(ns.clone());
-        ns
-    }
-
     pub fn ns(&self, host: &str) -> String {
-        format!("{}-{host}", self.prefix)
+        let (_, guard) = self.hosts.iter().find(|(h, _)| *h == host).expect("a host of HOSTS");
+        guard.name().to_string()
     }
 
     pub fn address(&self, octet: u8) -> Ipv4Addr {
-        Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], octet)
+        let [a, b, c, _] = self.subnet.octets();
+        Ipv4Addr::new(a, b, c, octet)
     }
 
     pub fn mac(&self, host: &str) -> String {
@@ -128,8 +104,7 @@ impl Net {
     /// A TCP listener on `0.0.0.0:port` inside `host` that answers every connection with the
     /// host's name, served on the test's runtime.
     pub fn serve_name(&self, host: &str, port: u16) {
-        let ns = self.ns(host);
-        let listener = in_netns(&ns, move || {
+        let listener = in_netns(self, host, move || {
             let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
             listener.set_nonblocking(true).expect("nonblocking");
             listener
@@ -147,8 +122,7 @@ impl Net {
     /// Connects from `host` to `target` and returns what the server said, or `None` on
     /// failure within `timeout`.
     pub async fn ask(&self, host: &str, target: SocketAddr, timeout: Duration) -> Option<String> {
-        let ns = self.ns(host);
-        let socket = in_netns(&ns, || {
+        let socket = in_netns(self, host, || {
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
                 .expect("socket")
         });
@@ -165,23 +139,9 @@ impl Net {
     }
 }
 
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
-}
-
-/// Runs `f` on a fresh thread that has entered network namespace `ns`; sockets it creates
-/// stay in `ns` wherever they are used later.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns file");
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("netns thread")
+/// Runs `f` on a fresh thread inside `host`'s namespace; sockets it creates stay there
+/// wherever they are used later.
+fn in_netns<T: Send + 'static>(net: &Net, host: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (_, guard) = net.hosts.iter().find(|(h, _)| *h == host).expect("a host of HOSTS");
+    guard.thread(move || Ok(f())).join().expect("netns thread").expect("entering the namespace")
 }

@@ -123,7 +123,7 @@ async fn duplicate_keys_rejected(f: Fixture) {
 }
 
 #[tokio::test]
-async fn etcd_oversized_request_is_invalid_argument() {
+async fn etcd_oversized_request_is_too_large() {
     let f = Fixture::etcd().await;
     let big = svcnet_store::Op::Put {
         key: "big/a".into(),
@@ -131,5 +131,5 @@ async fn etcd_oversized_request_is_invalid_argument() {
         precondition: Precondition::None,
     };
     let res = f.store.txn(vec![big]).await;
-    assert!(matches!(res, Err(Error::InvalidArgument(_))), "{res:?}");
+    assert!(matches!(res, Err(Error::TooLarge(_))), "{res:?}");
 }

@@ -53,6 +53,14 @@ pub struct Args {
     /// UDP worker threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     udp_workers: usize,
+    /// UDP queries received and answered per `recvmmsg`/`sendmmsg` pair (1: a system call
+    /// per datagram).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    udp_batch: u16,
+    /// Answer every UDP query through the full parse-lookup-encode path instead of the
+    /// per-worker cache of encoded answers (which follows each zone snapshot).
+    #[arg(long)]
+    no_answer_cache: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -68,6 +76,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         autopath: args.autopath,
         metrics_address: Some(args.metrics_address),
         udp_workers: args.udp_workers,
+        udp_batch: usize::from(args.udp_batch),
+        answer_cache: !args.no_answer_cache,
         upstream_timeout: Duration::from_secs(2),
         ..svcnet_dns::Config::default()
     };

@@ -67,21 +67,6 @@ enum LabCommand {
     },
 }
 
-/// Whether `svcnet node` runs the proxy in-process (it then has `--no-proxy`); otherwise the
-/// lab starts `svcnet proxy` beside it.
-fn node_runs_proxy() -> bool {
-    use clap::Args as _;
-    let command = super::node::Args::augment_args(clap::Command::new("node"));
-    command.get_arguments().any(|a| a.get_long() == Some("no-proxy"))
-}
-
-/// Whether `svcnet node` has the flag `--NAME`.
-fn node_has_flag(name: &str) -> bool {
-    use clap::Args as _;
-    let command = super::node::Args::augment_args(clap::Command::new("node"));
-    command.get_arguments().any(|a| a.get_long() == Some(name))
-}
-
 fn load_state(data_dir: &std::path::Path) -> anyhow::Result<svcnet_lab::LabState> {
     svcnet_lab::LabState::load(data_dir)?
         .ok_or_else(|| anyhow::anyhow!("the lab is not up (no state in {})", data_dir.display()))
@@ -109,20 +94,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 println!("lab network is up (state in {})", data_dir.display());
                 return Ok(());
             }
-            let config = svcnet_lab::orchestrate::UpConfig {
-                data_dir: data_dir.clone(),
+            let config = svcnet_lab::orchestrate::UpConfig::new(
+                data_dir.clone(),
                 dataplane,
-                svcnet: std::env::current_exe().context("while locating the svcnet binary")?,
-                node_runs_proxy: node_runs_proxy(),
-                node_announces: node_has_flag("announce-interface"),
-                node_pod_routes: node_has_flag("pod-route"),
-                node_monitor_grace_period: 15,
-            };
-            if !config.node_announces {
-                eprintln!(
-                    "warning: `svcnet node` has no --announce-interface yet: LoadBalancer addresses are assigned but not announced on the VPC"
-                );
-            }
+                std::env::current_exe().context("while locating the svcnet binary")?,
+            );
             let started = std::time::Instant::now();
             match svcnet_lab::orchestrate::start_cluster(&config, &mut state).await {
                 Ok(kubeconfig) => {

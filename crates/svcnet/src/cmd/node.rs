@@ -74,6 +74,10 @@ pub struct Args {
     /// How often the holder renews its Leases.
     #[arg(long, default_value_t = 250)]
     announce_renew_interval_ms: u64,
+    /// The node Lease's duration (the kubelet's nodeLeaseDurationSeconds); renewed every quarter.
+    #[arg(long, default_value_t = svcnet_agent::node::LEASE_DURATION_SECONDS,
+          value_parser = clap::value_parser!(i32).range(1..=3600))]
+    node_lease_duration_seconds: i32,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -128,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         network,
         data_dir: args.data_dir,
         kubelet_port: args.kubelet_port,
+        node_lease_duration_seconds: args.node_lease_duration_seconds,
         backoff_base: Duration::from_secs_f64(args.backoff_base_seconds.max(0.0)),
         cluster_domain: args.cluster_domain,
         dns: args.cluster_dns,

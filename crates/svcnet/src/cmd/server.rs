@@ -32,6 +32,29 @@ pub struct Args {
     /// Do not run the controllers in this process.
     #[arg(long)]
     pub no_controllers: bool,
+    /// How often the store's history is compacted, e.g. `5m`, `30s`; `0` turns it off
+    /// (kube-apiserver's flag).
+    #[arg(long, default_value = "5m", value_parser = parse_interval)]
+    pub etcd_compaction_interval: std::time::Duration,
+}
+
+/// A duration as Go writes short ones: `0`, `500ms`, `30s`, `5m`, `1h`.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration like 5m or 30s"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{text:?} is not a duration like 5m or 30s (units: ms, s, m, h)")),
+    }
 }
 
 /// A CIDR argument (kept local so the binary needs no extra dependency).
@@ -70,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         service_cluster_ip_ranges: ranges,
         service_node_port_range: parse_port_range(&args.service_node_port_range)?,
         advertise_address: args.advertise_address,
+        compaction_interval: args.etcd_compaction_interval,
         ..Default::default()
     };
     let cancel = CancellationToken::new();

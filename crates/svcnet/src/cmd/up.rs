@@ -1,11 +1,15 @@
 //! `svcnet up`: the API server, the controllers, one node (pods and proxy) and DNS in one
 //! process with the embedded store.
 //!
-//! The default needs no routes: the userspace data plane, with the Service, pod and
-//! LoadBalancer ranges inside 127.0.0.0/8, so every address is local to the host. Without
-//! root, ports below 1024 (a Service on port 80, DNS on 53) need `CAP_NET_BIND_SERVICE` or
-//! `net.ipv4.ip_unprivileged_port_start`; the proxy reports the Services it cannot serve.
-//! Running the node in its own network namespace with nftables/iptables is not built yet.
+//! Two modes. The default (loopback) needs no root and no routes: the userspace data plane,
+//! with the Service, pod and LoadBalancer ranges inside 127.0.0.0/8, so every address is local
+//! to the host. Without root, ports below 1024 (a Service on port 80, DNS on 53) need
+//! `CAP_NET_BIND_SERVICE` or `net.ipv4.ip_unprivileged_port_start`; the proxy reports the
+//! Services it cannot serve. As root, `--dataplane nftables|iptables` puts the node, its pods
+//! and the Service addresses in a network namespace svcnet creates ([`root`]); the host keeps
+//! no address, route or rule of it and reaches the API server through a 127.0.0.1 forward.
+
+mod root;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -24,16 +28,60 @@ pub const EXTERNAL_LB_RANGE: &str = "127.241.0.0/24";
 /// The `kube-dns` Service address: the tenth of the Service range, as in Kubernetes.
 pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(127, 96, 0, 10);
 
+/// The address plan of one mode.
+#[derive(Clone, Copy, Debug)]
+pub struct Ranges {
+    pub service: &'static str,
+    pub pod: &'static str,
+    pub internal_lb: &'static str,
+    pub external_lb: &'static str,
+    pub dns: Ipv4Addr,
+}
+
+/// Loopback mode: everything inside 127.0.0.0/8.
+pub const LOOPBACK: Ranges = Ranges {
+    service: SERVICE_RANGE,
+    pod: POD_RANGE,
+    internal_lb: INTERNAL_LB_RANGE,
+    external_lb: EXTERNAL_LB_RANGE,
+    dns: DNS_SERVICE_IP,
+};
+
+/// What `svcnet up --help` says is built.
+const AFTER_HELP: &str =
+    "svcnet up runs the API server, controllers, workloads, one node (pods and proxy) and \
+cluster DNS in one process with the embedded store.
+
+Built:
+  * default (loopback) mode, no root needed: userspace data plane; Services in 127.96.0.0/16 \
+(kube-dns 127.96.0.10), pods in 127.244.0.0/16 (processes on loopback addresses), LoadBalancer \
+pools 127.240.0.0/24 and 127.241.0.0/24. Ports below 1024 need CAP_NET_BIND_SERVICE or \
+net.ipv4.ip_unprivileged_port_start.
+  * root mode (--dataplane nftables|iptables, as root): the node, its pods (one network \
+namespace each, on a bridge) and the Service addresses live in a network namespace svcnet \
+creates (svcnet-up-...; no default route, nothing added to the host's namespace). Services in \
+10.96.0.0/16 (kube-dns 10.96.0.10), pods in 10.244.0.0/24, node 10.244.0.1. kubectl works \
+from the host through a 127.0.0.1 forward; `svcnet up exec -- CMD` runs CMD in the namespace.
+
+Ctrl-C stops everything (and in root mode removes the namespaces); a later `svcnet up` on the \
+same --data-dir resumes the same cluster, also after a SIGKILL (it first removes what the \
+killed run left). Not built: more than one node, IPv6.";
+
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, after_help = AFTER_HELP)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<UpCommand>,
     /// Where the cluster lives (store, certificates, kubeconfig, pod logs); a second `up` on the
     /// same directory resumes the same cluster.
     #[arg(long, default_value = "svcnet-data")]
     pub data_dir: PathBuf,
-    /// The API server's address.
+    /// The API server's address (in root mode: inside the namespace, and forwarded from the
+    /// same 127.0.0.1 port on the host).
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
-    /// The data plane of the node. Only `userspace` is built for `svcnet up` so far.
+    /// The node's data plane: `userspace` (loopback mode, no root) or, as root, `nftables` /
+    /// `iptables` in svcnet's own network namespace.
     #[arg(long, default_value = "userspace", value_parser = ["userspace", "nftables", "iptables"])]
     pub dataplane: String,
     /// The node's name.
@@ -42,24 +90,36 @@ pub struct Args {
     /// Do not run cluster DNS.
     #[arg(long)]
     pub no_dns: bool,
+    /// Internal: this process is the cluster half of root mode, already inside the namespace.
+    #[arg(long, hide = true)]
+    pub inner: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UpCommand {
+    /// Runs a command in the network namespace of a root-mode `svcnet up`
+    /// (e.g. `svcnet up exec -- curl http://CLUSTER-IP/`).
+    Exec(root::ExecArgs),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    if args.dataplane != "userspace" {
-        return Err(super::NotBuilt(
-            "svcnet up --dataplane nftables|iptables (the node in its own network namespace)",
-        )
-        .into());
+    if let Some(UpCommand::Exec(exec)) = args.command {
+        return root::exec(exec);
+    }
+    if args.dataplane != "userspace" && !args.inner {
+        return root::run(args).await;
     }
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("while creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir).context("while resolving the data dir")?;
+    let root_mode = args.dataplane != "userspace";
+    let ranges = if root_mode { root::RANGES } else { LOOPBACK };
     let cancel = CancellationToken::new();
     let server_config = svcnet_apiserver::Config {
         data_dir: data_dir.join("server"),
         listen: args.listen,
         store: "embedded".to_string(),
-        service_cluster_ip_ranges: vec![SERVICE_RANGE.parse()?],
+        service_cluster_ip_ranges: vec![ranges.service.parse()?],
         ..svcnet_apiserver::Config::default()
     };
     let server = svcnet_apiserver::start(server_config, cancel.clone())
@@ -71,7 +131,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = super::kube_client(Some(&kubeconfig)).await?;
 
     let mut tasks = tokio::task::JoinSet::new();
-    let node_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let node_ip =
+        if root_mode { IpAddr::V4(root::NODE_IP) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
 
     let controllers = svcnet_controllers::Config::default();
     tasks.spawn(component(
@@ -86,16 +147,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let proxy = svcnet_proxy::Config {
         node_name: args.node_name.clone(),
         node_ips: vec![node_ip],
-        dataplane: svcnet_proxy::DataPlaneKind::Userspace,
+        cluster_cidrs: if root_mode { vec![ranges.pod.parse()?] } else { Vec::new() },
+        dataplane: args.dataplane.parse().context("while parsing --dataplane")?,
         metrics_bind_address: None,
         healthz_bind_address: None,
         health_check_bind_addresses: vec![node_ip],
+        // One node and a handful of Services: a sync is cheap, so every change is applied at
+        // once (kube-proxy's 1 s default would hold a Service's EndpointSlice update that
+        // follows the Service update by a few milliseconds for up to a second).
+        min_sync_period: std::time::Duration::ZERO,
         ..svcnet_proxy::Config::default()
+    };
+    let network = if root_mode {
+        root::pod_network()?
+    } else {
+        svcnet_agent::PodNetwork::Loopback { range: POD_RANGE.parse()? }
     };
     let agent = svcnet_agent::Config {
         node_name: args.node_name.clone(),
         node_ip,
-        network: svcnet_agent::PodNetwork::Loopback { range: POD_RANGE.parse()? },
+        network,
+        dns: if root_mode { vec![IpAddr::V4(ranges.dns)] } else { Vec::new() },
         data_dir: data_dir.join("agent"),
         kubelet_port: 0,
         proxy: Some(proxy),
@@ -103,31 +175,42 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     tasks.spawn(component("node", svcnet_agent::run(client.clone(), agent, cancel.clone())));
 
-    ensure_lb_pools(&client).await?;
+    ensure_lb_pools(&client, &ranges).await?;
     if !args.no_dns {
-        // DNS listens on a free loopback port; the kube-dns Service (127.96.0.10:53) reaches
-        // it through the proxy, like any other Service.
-        let socket =
-            std::net::UdpSocket::bind("127.0.0.1:0").context("while choosing a DNS port")?;
-        let dns_addr = socket.local_addr()?;
-        drop(socket);
+        // Loopback mode: DNS listens on a free loopback port and the kube-dns Service
+        // (127.96.0.10:53) reaches it through the proxy, like any other Service. Root mode: on
+        // the node's address, port 53.
+        let dns_addr = if root_mode {
+            SocketAddr::new(node_ip, 53)
+        } else {
+            let socket =
+                std::net::UdpSocket::bind("127.0.0.1:0").context("while choosing a DNS port")?;
+            socket.local_addr()?
+        };
         let dns = svcnet_dns::Config {
             listen: dns_addr,
-            service_cidrs: vec![SERVICE_RANGE.parse()?],
-            pod_cidrs: vec![POD_RANGE.parse()?],
+            service_cidrs: vec![ranges.service.parse()?],
+            pod_cidrs: vec![ranges.pod.parse()?],
             metrics_address: None,
             ..svcnet_dns::Config::default()
         };
         tasks.spawn(component("dns", svcnet_dns::run(client.clone(), dns, cancel.clone())));
-        ensure_kube_dns(&client, dns_addr).await?;
+        ensure_kube_dns(&client, &ranges, dns_addr).await?;
     }
 
-    println!("svcnet is up");
-    println!("  API server:  {}", server.url);
-    println!("  kubeconfig:  {}", kubeconfig.display());
-    println!("  services:    {SERVICE_RANGE} (DNS {DNS_SERVICE_IP}), pods: {POD_RANGE}");
-    println!("  LB pools:    internal {INTERNAL_LB_RANGE}, external {EXTERNAL_LB_RANGE}");
-    println!("next: KUBECONFIG={} kubectl apply -f examples/", kubeconfig.display());
+    if args.inner {
+        // The outer half (on the host) reads this line, starts its forward and prints the
+        // user-facing summary.
+        println!("{}{}", root::READY_PREFIX, server.addr);
+        tasks.spawn(root::watch_parent(cancel.clone()));
+    } else {
+        println!("svcnet is up");
+        println!("  API server:  {}", server.url);
+        println!("  kubeconfig:  {}", kubeconfig.display());
+        println!("  services:    {SERVICE_RANGE} (DNS {DNS_SERVICE_IP}), pods: {POD_RANGE}");
+        println!("  LB pools:    internal {INTERNAL_LB_RANGE}, external {EXTERNAL_LB_RANGE}");
+        println!("next: KUBECONFIG={} kubectl apply -f examples/", kubeconfig.display());
+    }
 
     tokio::select! {
         _ = super::shutdown_signal() => tracing::info!("stopping"),
@@ -160,11 +243,12 @@ fn set_private(path: &std::path::Path) -> anyhow::Result<()> {
         .context("while protecting the kubeconfig")
 }
 
-/// The LoadBalancer pools of `svcnet up`: both inside 127.0.0.0/8.
-async fn ensure_lb_pools(client: &kube::Client) -> anyhow::Result<()> {
+/// The LoadBalancer pools of `svcnet up` (in loopback mode both inside 127.0.0.0/8).
+async fn ensure_lb_pools(client: &kube::Client, ranges: &Ranges) -> anyhow::Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
     let pools = format!(
-        "- name: internal\n  scope: internal\n  addresses: [\"{INTERNAL_LB_RANGE}\"]\n- name: external\n  scope: external\n  addresses: [\"{EXTERNAL_LB_RANGE}\"]\n"
+        "- name: internal\n  scope: internal\n  addresses: [\"{}\"]\n- name: external\n  scope: external\n  addresses: [\"{}\"]\n",
+        ranges.internal_lb, ranges.external_lb
     );
     let cm: ConfigMap = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -176,12 +260,16 @@ async fn ensure_lb_pools(client: &kube::Client) -> anyhow::Result<()> {
 
 /// `kube-system/kube-dns`: a selectorless Service at the tenth address with a slice pointing at
 /// the DNS server's real address.
-async fn ensure_kube_dns(client: &kube::Client, dns: SocketAddr) -> anyhow::Result<()> {
+async fn ensure_kube_dns(
+    client: &kube::Client,
+    ranges: &Ranges,
+    dns: SocketAddr,
+) -> anyhow::Result<()> {
     let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
     let svc: Service = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
-        "spec": {"clusterIP": DNS_SERVICE_IP.to_string(), "ports": [
+        "spec": {"clusterIP": ranges.dns.to_string(), "ports": [
             {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
             {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()}]},
     }))?;

@@ -1,5 +1,13 @@
 //! TCP frontends: accept, choose a backend (affinity, scheduler, retry on a failed connect),
-//! forward with splice until both sides close.
+//! forward until both sides close.
+//!
+//! One listener per data-path thread (see `workers`); a connection lives as ONE task on the
+//! thread that accepted it, driving both directions. The hot path is kept to the syscalls the
+//! forwarding needs: TCP_NODELAY and keepalive are set once on the listener (accepted sockets
+//! inherit them, which a test checks), the backend socket gets its options before the
+//! non-blocking connect, no buffer is allocated per connection (see `splice`), and a
+//! direction's end is passed on with `shutdown(SHUT_WR)` only while the other direction is
+//! still open (when both are done, `close` sends the FIN).
 //!
 //! A connection that cannot be served (no usable backend, source outside
 //! `loadBalancerSourceRanges`, every connect failed) is reset at once (`SO_LINGER` 0), the
@@ -14,22 +22,43 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use super::{Route, UserspaceConfig, bind_socket, splice};
 
-/// Binds `address` and spawns its accept loop.
+/// Pending connections per listener.
+const BACKLOG: i32 = 4096;
+
+/// Binds `address` once per data-path thread in `workers` and spawns each accept loop there.
+/// Nothing is left bound when it fails.
 pub(super) fn listen(
     address: SocketAddr,
     route: Arc<ArcSwap<Route>>,
     cancel: CancellationToken,
     config: UserspaceConfig,
+    workers: &[Handle],
 ) -> std::io::Result<()> {
-    let socket = bind_socket(address, socket2::Type::STREAM)?;
-    socket.listen(1024)?;
-    let listener = TcpListener::from_std(socket.into())?;
-    tracing::debug!(%address, "listening (tcp)");
-    tokio::spawn(accept_loop(listener, route, cancel, config));
+    let reuse_port = workers.len() > 1;
+    if reuse_port {
+        // SO_REUSEPORT would let us join another process's group on this port: refuse when
+        // anyone listens there already, as a plain bind would.
+        drop(bind_socket(address, socket2::Type::STREAM, false)?);
+    }
+    let mut sockets = Vec::with_capacity(workers.len());
+    for _ in workers {
+        let socket = bind_socket(address, socket2::Type::STREAM, reuse_port)?;
+        tune(&SockRef::from(&socket), config.tcp_keepalive)?;
+        socket.listen(BACKLOG)?;
+        sockets.push(socket);
+    }
+    let config = Arc::new(config);
+    for (socket, handle) in sockets.into_iter().zip(workers) {
+        let _entered = handle.enter();
+        let listener = TcpListener::from_std(socket.into())?;
+        handle.spawn(accept_loop(listener, route.clone(), cancel.clone(), config.clone()));
+    }
+    tracing::debug!(%address, threads = workers.len(), "listening (tcp)");
     Ok(())
 }
 
@@ -37,12 +66,15 @@ async fn accept_loop(
     listener: TcpListener,
     route: Arc<ArcSwap<Route>>,
     cancel: CancellationToken,
-    config: UserspaceConfig,
+    config: Arc<UserspaceConfig>,
 ) {
-    let config = Arc::new(config);
+    let cancelled = cancel.cancelled();
+    tokio::pin!(cancelled);
     loop {
+        // Accepting again right after a success drains the backlog until WouldBlock.
         let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
+            biased;
+            _ = &mut cancelled => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -64,19 +96,15 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-fn tune(stream: &TcpStream, keepalive: Duration, nodelay: bool) {
-    let socket = SockRef::from(stream);
-    if nodelay {
-        let _ = socket.set_tcp_nodelay(true);
-    }
-    let _ = socket.set_tcp_keepalive(
-        &TcpKeepalive::new().with_time(keepalive).with_interval(Duration::from_secs(10)),
-    );
+/// TCP_NODELAY and keepalive (idle time; the kernel's probe interval).
+fn tune(socket: &SockRef<'_>, keepalive: Duration) -> std::io::Result<()> {
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(keepalive))
 }
 
 async fn connect(backend: SocketAddr, config: &UserspaceConfig) -> std::io::Result<TcpStream> {
     let socket = if backend.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_nodelay(true)?;
+    tune(&SockRef::from(&socket), config.tcp_keepalive)?;
     match tokio::time::timeout(config.connect_timeout, socket.connect(backend)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
@@ -93,8 +121,8 @@ async fn serve(
         tracing::trace!(%client, service = %route.service, "source not in loadBalancerSourceRanges");
         return reset(client_stream);
     }
-    let n = route.backends.len();
-    let mut excluded = vec![false; n];
+    // Allocated only when a connect fails.
+    let mut excluded: Vec<bool> = Vec::new();
     let mut connected = None;
     while let Some(index) = route.choose(client, &excluded) {
         let backend = &route.backends[index];
@@ -106,6 +134,9 @@ async fn serve(
             Err(error) => {
                 tracing::debug!(%client, backend = %backend.address, %error, "connect failed; trying the next backend");
                 backend.counters.failed.fetch_add(1, Ordering::Relaxed);
+                if excluded.is_empty() {
+                    excluded = vec![false; route.backends.len()];
+                }
                 excluded[index] = true;
             }
         }
@@ -115,11 +146,9 @@ async fn serve(
         return reset(client_stream);
     };
     route.chosen(client, index);
-    let counters = route.backends[index].counters.clone();
+    let counters = &route.backends[index].counters;
     counters.active.fetch_add(1, Ordering::Relaxed);
     counters.total.fetch_add(1, Ordering::Relaxed);
-    tune(&client_stream, config.tcp_keepalive, true);
-    tune(&backend_stream, config.tcp_keepalive, false);
     let result = if config.splice {
         splice::bidirectional(&client_stream, &backend_stream).await
     } else {
@@ -129,5 +158,27 @@ async fn serve(
     counters.active.fetch_sub(1, Ordering::Relaxed);
     if let Err(error) = result {
         tracing::trace!(%client, %error, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hot path relies on accepted sockets inheriting the listener's options.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        let socket =
+            bind_socket("127.0.0.1:0".parse().unwrap(), socket2::Type::STREAM, false).unwrap();
+        tune(&SockRef::from(&socket), Duration::from_secs(42)).unwrap();
+        socket.listen(8).unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let listener: std::net::TcpListener = socket.into();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let accepted = SockRef::from(&accepted);
+        assert!(accepted.tcp_nodelay().unwrap());
+        assert!(accepted.keepalive().unwrap());
+        assert_eq!(accepted.tcp_keepalive_time().unwrap(), Duration::from_secs(42));
     }
 }

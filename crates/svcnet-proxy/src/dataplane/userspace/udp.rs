@@ -45,7 +45,7 @@ pub(super) fn listen(
     cancel: CancellationToken,
     config: UserspaceConfig,
 ) -> std::io::Result<()> {
-    let socket = bind_socket(address, socket2::Type::DGRAM)?;
+    let socket = bind_socket(address, socket2::Type::DGRAM, false)?;
     let socket = Arc::new(UdpSocket::from_std(socket.into())?);
     tracing::debug!(%address, "listening (udp)");
     tokio::spawn(receive_loop(socket, route, cancel, config));

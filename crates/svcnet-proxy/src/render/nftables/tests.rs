@@ -71,15 +71,15 @@ fn weights_become_slot_counts() {
 fn maglev_table_is_balanced_and_disrupts_little() {
     let backends: Vec<Backend> =
         (1..=5).map(|i| backend(&format!("10.0.0.{i}"), 80, true)).collect();
-    let m = 509;
-    let t = maglev_table(&backends, m);
+    let t = maglev_table(&backends);
+    let m = t.len();
     assert_eq!(t.len(), m);
     for i in 0..5 {
         let count = t.iter().filter(|x| **x == i).count();
-        assert!((count as i64 - 102).abs() <= 2, "backend {i}: {count}");
+        assert!((count as i64 - (m / 5) as i64).abs() <= 2, "backend {i}: {count}");
     }
     let fewer: Vec<Backend> = backends.iter().filter(|b| b.ip != ip("10.0.0.3")).cloned().collect();
-    let t2 = maglev_table(&fewer, m);
+    let t2 = maglev_table(&fewer);
     let moved = t
         .iter()
         .zip(&t2)
@@ -97,4 +97,61 @@ fn no_endpoints_reject_and_local_drop() {
     assert!(has("no-endpoint-drop-v4", "192.168.50.1 . tcp . 30015"), "{script}");
     // The Local frontend's cluster backends remain reachable for pod and host sources.
     assert!(has("shortcut-pick-random-1-v4", "192.168.50.1 . tcp . 30015"), "{script}");
+}
+
+/// `update_layout` leaves `current` with exactly the elements of `layout(new)` (extra chains
+/// and sets may stay, empty), whichever path it takes, and its script loads.
+fn assert_update_matches(old: &ProxyPlan, new: &ProxyPlan) -> String {
+    let mut current = layout(old);
+    let script = update_layout(&mut current, old, new);
+    let want = layout(new);
+    for (name, set) in want.sets.iter().filter(|(_, s)| !s.dynamic) {
+        assert_eq!(current.sets[name].elements, set.elements, "set {name}\n{script}");
+    }
+    for (name, set) in current.sets.iter().filter(|(n, _)| !want.sets.contains_key(*n)) {
+        assert!(set.dynamic || set.elements.is_empty(), "stale elements in {name}\n{script}");
+    }
+    for (name, chain) in &want.chains {
+        assert_eq!(current.chains[name].rules, chain.rules, "chain {name}\n{script}");
+    }
+    if let Some(result) = nft_accepts(&format!("{}{script}", render(old))) {
+        result.expect("update loads");
+    }
+    script
+}
+
+#[test]
+fn update_of_one_service_touches_only_its_elements() {
+    let old = everything();
+    let web = key("web", Protocol::Tcp, IpFamily::V4);
+    // One endpoint replaced: element changes of that Service only.
+    let mut new = old.clone();
+    new.service_ports.get_mut(&web).expect("web").cluster_backends[0].port += 1;
+    let script = assert_update_matches(&old, &new);
+    assert!(script.lines().all(|l| !l.contains("chain") && !l.contains("rule")), "{script}");
+    assert_eq!(script.matches(" element ").count(), 2, "{script}");
+    // A Service removed, one added (same shape as another), one with a new slot count
+    // (needs a new pick chain: the whole diff), the maglev Service's backends changed.
+    let mut new = old.clone();
+    let removed = new.service_ports.remove(&web).expect("web");
+    new.service_ports.insert(key("web2", Protocol::Tcp, IpFamily::V4), {
+        let mut sp = removed.clone();
+        sp.frontends[0].address = Some(ip("10.96.0.99"));
+        sp
+    });
+    assert_update_matches(&old, &new);
+    let mut grown = old.clone();
+    let dns = key("dns", Protocol::Udp, IpFamily::V4);
+    let sp = grown.service_ports.get_mut(&dns).expect("dns");
+    sp.cluster_backends.push(backend("10.244.9.9", 53, false));
+    assert_update_matches(&old, &grown);
+    let mut mag = old.clone();
+    let m = key("maglev", Protocol::Tcp, IpFamily::V4);
+    mag.service_ports.get_mut(&m).expect("maglev").cluster_backends.remove(0);
+    assert_update_matches(&old, &mag);
+    // Node settings changed: whole diff, still exact.
+    let mut node = old.clone();
+    node.node.masquerade_all = !node.node.masquerade_all;
+    assert_update_matches(&old, &node);
+    assert_eq!(update_layout(&mut layout(&old), &old, &old), "");
 }
