@@ -10,6 +10,7 @@
 //! an unprivileged user to use. The test itself needs root for that set-up (CI runs as root).
 #![allow(clippy::unwrap_used)]
 
+mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -188,23 +189,6 @@ impl Env {
         out.split_whitespace().map(str::to_string).collect()
     }
 
-    /// Waits until 3 × (number of pods) GETs in a row through `ip` come only from `pods`,
-    /// and from each of them.
-    fn answered_only_by(&self, ip: &str, pods: &[&str]) {
-        let want: BTreeSet<String> = pods.iter().map(|p| p.to_string()).collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let seen: BTreeSet<String> = (0..pods.len() * 6)
-                .map(|_| self.curl(&format!("http://{ip}/")).unwrap_or_default())
-                .collect();
-            if seen == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "answers only from {want:?}; saw {seen:?}");
-            std::thread::sleep(POLL);
-        }
-    }
-
     /// The pod name answering an HTTP GET (curl as nobody in the namespace).
     fn curl(&self, url: &str) -> Option<String> {
         let out = self
@@ -258,30 +242,6 @@ impl Env {
             std::thread::sleep(POLL);
         }
     }
-}
-
-/// Two echo pods whose readiness probe fails while `MARKS/<pod name>` exists.
-fn flaky_manifest(marks: &Path) -> String {
-    let probe = format!("test ! -e {}/$POD_NAME", marks.display());
-    let deployment = serde_json::json!({
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "flaky"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "flaky"}},
-            "template": {"metadata": {"labels": {"app": "flaky"}}, "spec": {
-                "terminationGracePeriodSeconds": 1,
-                "containers": [{"name": "echo", "image": "ghcr.io/svcnet/svcnet:latest",
-                    "command": ["svcnet", "echo", "--listen", "$(POD_IP):8080"],
-                    "env": [
-                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "readinessProbe": {"exec": {"command": ["sh", "-c", probe]},
-                                       "periodSeconds": 1, "failureThreshold": 1}}]}}}
-    });
-    let service = serde_json::json!({
-        "apiVersion": "v1", "kind": "Service", "metadata": {"name": "flaky"},
-        "spec": {"selector": {"app": "flaky"}, "ports": [{"port": 80, "targetPort": "http"}]}
-    });
-    format!("{deployment}\n{service}\n")
 }
 
 fn examples() -> PathBuf {
@@ -350,17 +310,17 @@ fn up_as_nobody_serves_the_examples_and_resumes() {
     // passes again. The probe fails while a file named after the pod exists.
     let marks = env.home.join("marks");
     std::fs::create_dir(&marks).unwrap();
-    env.kubectl_stdin(&["apply", "-f", "-"], &flaky_manifest(&marks));
+    env.kubectl_stdin(&["apply", "-f", "-"], &common::flaky_manifest(&marks));
     env.kubectl(&["rollout", "status", "deployment/flaky", "--timeout=60s"]);
     let flaky_ip = svc("flaky", ".spec.clusterIP");
     let pods = env.pods("app=flaky");
     assert_eq!(pods.len(), 2, "{pods:?}");
     let (sick, healthy) = (pods[0].clone(), pods[1].clone());
-    env.answered_only_by(&flaky_ip, &[&sick, &healthy]);
+    common::answered_only_by(|url| env.curl(url), &flaky_ip, &[&sick, &healthy]);
     std::fs::write(marks.join(&sick), b"").unwrap();
-    env.answered_only_by(&flaky_ip, &[&healthy]);
+    common::answered_only_by(|url| env.curl(url), &flaky_ip, &[&healthy]);
     std::fs::remove_file(marks.join(&sick)).unwrap();
-    env.answered_only_by(&flaky_ip, &[&sick, &healthy]);
+    common::answered_only_by(|url| env.curl(url), &flaky_ip, &[&sick, &healthy]);
     up.stop();
 
     // A second `up` on the same directory resumes the same cluster.

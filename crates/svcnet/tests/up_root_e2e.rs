@@ -5,6 +5,7 @@
 //! which the host has exactly the namespaces, routes, addresses and rules it had before.
 #![allow(clippy::unwrap_used)]
 
+mod common;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -342,6 +343,33 @@ fn root_mode_nftables_serves_the_examples_and_survives_sigkill() {
     let survivor = after.iter().next().unwrap().clone();
     let logs = cluster.kubectl(&["logs", &survivor]);
     assert!(!logs.trim().is_empty(), "kubectl logs shows the echo server's log");
+
+    // A pod whose readiness probe fails stops receiving traffic, and gets it back when it
+    // passes again. The probe fails while a file named after the pod exists.
+    let marks = dir.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    let flaky = dir.path().join("flaky.json");
+    std::fs::write(&flaky, common::flaky_manifest(&marks)).unwrap();
+    cluster.kubectl(&["apply", "-f", flaky.to_str().unwrap()]);
+    cluster.kubectl(&["rollout", "status", "deployment/flaky", "--timeout=60s"]);
+    let flaky_ip = svc("flaky", ".spec.clusterIP");
+    let pods = cluster.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=flaky",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}{\" \"}{end}",
+    ]);
+    let pods: Vec<&str> = pods.split_whitespace().collect();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let (sick, healthy) = (pods[0], pods[1]);
+    let curl = |url: &str| cluster.curl(url);
+    common::answered_only_by(curl, &flaky_ip, &[sick, healthy]);
+    std::fs::write(marks.join(sick), b"").unwrap();
+    common::answered_only_by(curl, &flaky_ip, &[healthy]);
+    std::fs::remove_file(marks.join(sick)).unwrap();
+    common::answered_only_by(curl, &flaky_ip, &[sick, healthy]);
 
     // SIGKILL: the next `up` cleans up what was left and resumes the same objects.
     let uid = svc("echo-clusterip", ".metadata.uid");
