@@ -184,6 +184,7 @@ pub async fn setup_pod_netns(
     ip(&["-n", netns, "link", "set", "dev", "lo", "up"]).await?;
     ip(&["-n", netns, "addr", "add", &addr, "dev", "eth0"]).await?;
     ip(&["-n", netns, "link", "set", "dev", "eth0", "up"]).await?;
+    forget_previous_owner(node_netns, netns, bridge, pod_ip).await;
     let gw_text = gw.to_string();
     for route in routes {
         let route_text = route.to_string();
@@ -197,6 +198,35 @@ pub async fn setup_pod_netns(
         .await
         .map_err(|e| Error::io(format!("writing {}/resolv.conf", etc.display()), e))?;
     Ok(())
+}
+
+/// A new pod may get the address of one that just went. Neighbours that cached the old pod's
+/// MAC would send its traffic into the void until the entry times out (about 30 s): drop the
+/// node's entry, and announce the new MAC with a gratuitous ARP from the pod (as the CNI bridge
+/// plugin does) for everyone else on the bridge. Both are best effort: no entry, or no `arping`
+/// installed, is not an error.
+async fn forget_previous_owner(
+    node_netns: Option<&str>,
+    netns: &str,
+    bridge: &str,
+    pod_ip: Ipv4Addr,
+) {
+    let address = pod_ip.to_string();
+    let _ = ip_in(node_netns, &["neigh", "del", &address, "dev", bridge]).await;
+    let garp = tokio::process::Command::new("ip")
+        .args(["netns", "exec", netns, "arping", "-q", "-U", "-c", "1", "-I", "eth0", &address])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    if let Err(error) = garp.as_ref().map_err(|e| e.to_string()).and_then(|o| {
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }) {
+        tracing::debug!(netns, %error, "gratuitous ARP for the pod address failed");
+    }
 }
 
 /// Removes a pod namespace (its veth goes with it) and its /etc/netns directory.
