@@ -15,10 +15,6 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Poll interval while waiting for a condition (with a deadline).
-const POLL: Duration = Duration::from_millis(100);
 
 /// The test's network namespace (only `lo`); removed on drop with everything in it.
 struct Netns {
@@ -200,8 +196,7 @@ impl Env {
         if !out.status.success() {
             return None;
         }
-        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        answer["pod"].as_str().map(str::to_string)
+        common::answering_pod(&out.stdout)
     }
 
     fn echo_pods(&self) -> BTreeSet<String> {
@@ -221,31 +216,8 @@ impl Env {
     /// Waits until the answers through `url` come from exactly the `replicas` running echo
     /// pods (all of them, none other).
     fn answers_from_every_replica(&self, url: &str, replicas: usize) -> BTreeSet<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pods = self.echo_pods();
-            let mut seen = BTreeSet::new();
-            if pods.len() == replicas {
-                for _ in 0..(replicas * 8) {
-                    if let Some(pod) = self.curl(url) {
-                        seen.insert(pod);
-                    }
-                    if seen == pods {
-                        return seen;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "answers through {url} from all {replicas} replicas {pods:?}; saw {seen:?}"
-            );
-            std::thread::sleep(POLL);
-        }
+        common::answers_from_every_replica(|u| self.curl(u), || self.echo_pods(), url, replicas)
     }
-}
-
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 #[test]
@@ -270,7 +242,7 @@ fn up_as_nobody_serves_the_examples_and_resumes() {
     let listen = "127.0.0.1:6443";
 
     let up = Up::start(&env, listen);
-    env.kubectl(&["apply", "-f", examples().to_str().unwrap()]);
+    env.kubectl(&["apply", "-f", common::examples().to_str().unwrap()]);
     env.kubectl(&["rollout", "status", "deployment/echo", "--timeout=60s"]);
     let svc = |name: &str, path: &str| {
         env.kubectl(&["get", "svc", name, "-o", &format!("jsonpath={{{path}}}")])
@@ -281,15 +253,9 @@ fn up_as_nobody_serves_the_examples_and_resumes() {
     // Every replica answers through the ClusterIP, the NodePort and the LoadBalancer address.
     env.answers_from_every_replica(&format!("http://{cluster_ip}/"), 3);
     env.answers_from_every_replica("http://127.0.0.1:30080/", 3);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let lb_ip = loop {
-        let ip = svc("echo-lb-external", ".status.loadBalancer.ingress[0].ip");
-        if !ip.is_empty() {
-            break ip;
-        }
-        assert!(Instant::now() < deadline, "the external LoadBalancer gets an address");
-        std::thread::sleep(POLL);
-    };
+    let lb_ip = common::wait_non_empty("the external LoadBalancer gets an address", || {
+        svc("echo-lb-external", ".status.loadBalancer.ingress[0].ip")
+    });
     env.answers_from_every_replica(&format!("http://{lb_ip}/"), 3);
 
     // Scale up and down changes who answers; a deleted pod is replaced.

@@ -12,9 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Poll interval while waiting for a condition (with a deadline).
-const POLL: Duration = Duration::from_millis(100);
-
 struct Up {
     child: Child,
 }
@@ -80,7 +77,7 @@ impl Drop for Up {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
                 }
-                std::thread::sleep(POLL);
+                std::thread::sleep(common::POLL);
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -152,33 +149,13 @@ impl Cluster {
         if !out.status.success() {
             return None;
         }
-        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        answer["pod"].as_str().map(str::to_string)
+        common::answering_pod(&out.stdout)
     }
 
     /// Waits until the answers through `url` come from exactly the ready pods of the echo
     /// Deployment (all of them, none other).
     fn answers_from_every_replica(&self, url: &str, replicas: usize) -> BTreeSet<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pods = self.echo_pods();
-            let mut seen = BTreeSet::new();
-            if pods.len() == replicas {
-                for _ in 0..(replicas * 8) {
-                    if let Some(pod) = self.curl(url) {
-                        seen.insert(pod);
-                    }
-                    if seen == pods {
-                        return seen;
-                    }
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "answers through {url} from all {replicas} replicas {pods:?}; saw {seen:?}"
-            );
-            std::thread::sleep(POLL);
-        }
+        common::answers_from_every_replica(|u| self.curl(u), || self.echo_pods(), url, replicas)
     }
 
     fn echo_pods(&self) -> BTreeSet<String> {
@@ -233,7 +210,7 @@ fn processes_alive(pids: &[i32]) -> Vec<String> {
         if alive.is_empty() || Instant::now() > deadline {
             return alive;
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(common::POLL);
     }
 }
 
@@ -264,10 +241,6 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
 #[test]
 fn root_mode_nftables_serves_the_examples_and_survives_sigkill() {
     if !nix::unistd::geteuid().is_root() {
@@ -293,7 +266,7 @@ fn root_mode_nftables_serves_the_examples_and_survives_sigkill() {
     let no_route_out = cluster.exec(&["ip", "route", "show", "default"]);
     assert!(no_route_out.status.success() && no_route_out.stdout.is_empty(), "no default route");
 
-    cluster.kubectl(&["apply", "-f", examples().to_str().unwrap()]);
+    cluster.kubectl(&["apply", "-f", common::examples().to_str().unwrap()]);
     cluster.kubectl(&["rollout", "status", "deployment/echo", "--timeout=60s"]);
     let svc = |name: &str, path: &str| {
         cluster.kubectl(&["get", "svc", name, "-o", &format!("jsonpath={{{path}}}")])
@@ -304,15 +277,9 @@ fn root_mode_nftables_serves_the_examples_and_survives_sigkill() {
     // Every Service type, from inside the namespace, answers from every replica.
     cluster.answers_from_every_replica(&format!("http://{cluster_ip}/"), 3);
     cluster.answers_from_every_replica("http://10.244.0.1:30080/", 3);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let lb_ip = loop {
-        let ip = svc("echo-lb-internal", ".status.loadBalancer.ingress[0].ip");
-        if !ip.is_empty() {
-            break ip;
-        }
-        assert!(Instant::now() < deadline, "the internal LoadBalancer gets an address");
-        std::thread::sleep(POLL);
-    };
+    let lb_ip = common::wait_non_empty("the internal LoadBalancer gets an address", || {
+        svc("echo-lb-internal", ".status.loadBalancer.ingress[0].ip")
+    });
     cluster.answers_from_every_replica(&format!("http://{lb_ip}/"), 3);
     // Cluster DNS at the tenth Service address.
     let dig = cluster.exec(&[
@@ -430,8 +397,16 @@ fn root_mode_iptables_serves_a_cluster_ip() {
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("up-root.json")).unwrap()).unwrap();
     let netns = state["netns"].as_str().unwrap().to_string();
-    cluster.kubectl(&["apply", "-f", examples().join("echo-deployment.yaml").to_str().unwrap()]);
-    cluster.kubectl(&["apply", "-f", examples().join("service-clusterip.yaml").to_str().unwrap()]);
+    cluster.kubectl(&[
+        "apply",
+        "-f",
+        common::examples().join("echo-deployment.yaml").to_str().unwrap(),
+    ]);
+    cluster.kubectl(&[
+        "apply",
+        "-f",
+        common::examples().join("service-clusterip.yaml").to_str().unwrap(),
+    ]);
     cluster.kubectl(&["rollout", "status", "deployment/echo", "--timeout=60s"]);
     let cluster_ip =
         cluster.kubectl(&["get", "svc", "echo-clusterip", "-o", "jsonpath={.spec.clusterIP}"]);

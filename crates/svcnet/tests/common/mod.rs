@@ -1,7 +1,7 @@
 //! Helpers shared by the `svcnet up` tests (loopback and root mode).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Two echo pods whose readiness probe fails while `MARKS/<pod name>` exists.
@@ -41,6 +41,63 @@ pub fn answered_only_by(curl: impl Fn(&str) -> Option<String>, ip: &str, pods: &
             return;
         }
         assert!(Instant::now() < deadline, "answers only from {want:?}; saw {seen:?}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How often the tests poll a condition.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// The repository's `examples/`.
+pub fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// The pod name in an echo server's HTTP answer.
+pub fn answering_pod(body: &[u8]) -> Option<String> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    answer["pod"].as_str().map(str::to_string)
+}
+
+/// Waits until the answers through `url` (by `curl`, which returns the answering pod) come from
+/// exactly the `replicas` echo pods `echo_pods` lists (all of them, none other).
+pub fn answers_from_every_replica(
+    curl: impl Fn(&str) -> Option<String>,
+    echo_pods: impl Fn() -> BTreeSet<String>,
+    url: &str,
+    replicas: usize,
+) -> BTreeSet<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = echo_pods();
+        let mut seen = BTreeSet::new();
+        if pods.len() == replicas {
+            for _ in 0..(replicas * 8) {
+                if let Some(pod) = curl(url) {
+                    seen.insert(pod);
+                }
+                if seen == pods {
+                    return seen;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "answers through {url} from all {replicas} replicas {pods:?}; saw {seen:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `get` until it returns a non-empty value (e.g. a LoadBalancer address), for 20 s.
+pub fn wait_non_empty(what: &str, get: impl Fn() -> String) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = get();
+        if !value.is_empty() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(POLL);
     }
 }
