@@ -785,18 +785,7 @@ pub async fn update(
         {
             return Err(ApiError::conflict(resource, &name));
         }
-        if let Some(uid) = &wanted_uid
-            && Some(uid.as_str()) != object::uid(&old)
-        {
-            return Err(ApiError::conflict_msg(
-                resource,
-                &name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    object::uid(&old).unwrap_or("")
-                ),
-            ));
-        }
+        check_uid(resource, &name, wanted_uid.as_deref(), &old)?;
         let mut new = merge_for_update(resource, &old, &req, part);
         if target.sub == Some(Sub::Finalize) {
             new = old.clone();
@@ -1310,18 +1299,7 @@ pub async fn delete(
     }
     for _ in 0..16 {
         let (old, old_rev) = read(state, target).await?;
-        if let Some(uid) = &opts.uid
-            && Some(uid.as_str()) != object::uid(&old)
-        {
-            return Err(ApiError::conflict_msg(
-                resource,
-                &name,
-                &format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    object::uid(&old).unwrap_or("")
-                ),
-            ));
-        }
+        check_uid(resource, &name, opts.uid.as_deref(), &old)?;
         if let Some(rv) = &opts.resource_version
             && rv.parse::<u64>().ok() != Some(old_rev)
         {
@@ -1540,5 +1518,25 @@ pub async fn upsert_system_object(
                 Err(e) => Err(e.into()),
             }
         }
+    }
+}
+
+/// The `preconditions.uid` of an update or delete: a 409 when the stored object is another one.
+fn check_uid(
+    resource: &Resource,
+    name: &str,
+    uid: Option<&str>,
+    old: &Value,
+) -> Result<(), ApiError> {
+    match uid {
+        Some(uid) if Some(uid) != object::uid(old) => Err(ApiError::conflict_msg(
+            resource,
+            name,
+            &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                object::uid(old).unwrap_or("")
+            ),
+        )),
+        _ => Ok(()),
     }
 }
