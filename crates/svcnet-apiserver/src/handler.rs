@@ -114,9 +114,23 @@ pub async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> R
         _ => {}
     }
     if !authorized(&state, &req) {
-        return error_response(&ApiError::unauthorized());
+        // The body is not read from an unauthenticated client: close the connection, so that a
+        // client reusing it does not race the unread bytes.
+        return closing(error_response(&ApiError::unauthorized()));
     }
-    match route(&state, req).await {
+    // The body is read before routing, so that an early error still leaves the keep-alive
+    // connection clean for the client's next request.
+    let (parts, body) = req.into_parts();
+    let body =
+        if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            match read_body(&state, body).await {
+                Ok(b) => b,
+                Err(e) => return closing(error_response(&e)),
+            }
+        } else {
+            Bytes::new()
+        };
+    match route(&state, &parts, body).await {
         Ok(resp) => resp,
         Err(e) => {
             if e.code >= 500 {
@@ -125,6 +139,12 @@ pub async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> R
             error_response(&e)
         }
     }
+}
+
+/// Asks the client to close the connection after this answer.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// Reads the whole body, up to the configured limit. A larger body is drained (up to a bound)
@@ -192,25 +212,21 @@ fn decode_object(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
 
 async fn route(
     state: &Arc<State>,
-    req: Request<hyper::body::Incoming>,
+    req: &http::request::Parts,
+    body_bytes: Bytes,
 ) -> Result<Response<Body>, ApiError> {
-    let method = req.method().clone();
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let query = Query::parse(req.uri().query());
-    let accept =
-        req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).map(str::to_string);
+    let method = req.method.clone();
+    let path = req.uri.path().trim_end_matches('/').to_string();
+    let query = Query::parse(req.uri.query());
+    let accept = req.headers.get(header::ACCEPT).and_then(|h| h.to_str().ok()).map(str::to_string);
     let content_type = req
-        .headers()
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let user_agent =
+        req.headers.get(header::USER_AGENT).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
 
     // Non-resource paths.
@@ -289,13 +305,6 @@ async fn route(
     let target = parse_target(group, version, rest)?;
     let format = query::format(accept.as_deref(), &query);
     let resource = target.resource;
-
-    let body_bytes =
-        if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
-            read_body(state, req.into_body()).await?
-        } else {
-            Bytes::new()
-        };
 
     match method {
         Method::GET => {
