@@ -230,8 +230,9 @@ pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken
         return Err(Error::Other("the node name is required (--node-name)".to_string()));
     }
     let health = Arc::new(ProxyHealth::new(config.health_timeout));
+    // Not a child of `cancel`: the data plane outlives it to drain (`shutdown` below).
     let (mut dataplane, stats) =
-        make_dataplane(config.dataplane, config.userspace.clone(), cancel.child_token());
+        make_dataplane(config.dataplane, config.userspace.clone(), CancellationToken::new());
     let mut metrics = Metrics::new();
     if let Some(stats) = stats {
         metrics.register_backend_stats(stats);
@@ -288,7 +289,10 @@ pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken
         ),
     };
     tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
+        _ = cancel.cancelled() => {
+            dataplane.shutdown().await;
+            return Ok(());
+        }
         synced = async {
             stores.services.wait_until_ready().await?;
             stores.endpoint_slices.wait_until_ready().await?;
@@ -359,6 +363,7 @@ pub async fn run(client: kube::Client, config: Config, cancel: CancellationToken
         }
         last_sync_end = Some(Instant::now());
     }
+    dataplane.shutdown().await;
     Ok(())
 }
 

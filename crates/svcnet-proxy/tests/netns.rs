@@ -1,4 +1,4 @@
-//! Kernel data planes in network namespaces the test creates: a node namespace holding the
+//! The data planes in network namespaces the test creates: a node namespace holding the
 //! rules, pod namespaces running echo backends, a client namespace making real connections.
 //! Skips itself when namespaces cannot be created (not root).
 
@@ -24,4 +24,9 @@ fn iptables_legacy_data_plane() {
     if std::path::Path::new("/usr/sbin/iptables-legacy-restore").exists() {
         run_scenario(Kind::IptablesLegacy);
     }
+}
+
+#[test]
+fn userspace_data_plane() {
+    run_scenario(Kind::Userspace);
 }

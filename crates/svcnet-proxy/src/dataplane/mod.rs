@@ -19,4 +19,11 @@ pub trait DataPlane: Send {
     fn apply<'a>(&'a mut self, plan: &'a ProxyPlan) -> BoxFuture<'a, Result<()>>;
     /// Removes everything this data plane programmed (`svcnet proxy --cleanup`).
     fn cleanup(&mut self) -> BoxFuture<'_, Result<()>>;
+    /// Stops the data plane when the proxy stops. Kernel data planes leave their rules in
+    /// place (the next start reconciles them, and established connections never notice);
+    /// the userspace one stops accepting at once and serves its established connections for
+    /// up to its drain timeout.
+    fn shutdown(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }

@@ -7,13 +7,22 @@
 //! rebinds only listeners that appear or disappear and swaps routes in place. Established
 //! TCP connections keep their backend when it is removed (drain); UDP sessions to a removed
 //! backend are dropped, as kube-proxy clears UDP conntrack. SCTP is not carried (logged).
-//! Source addresses are not preserved: backends see the proxy's address.
+//! Source addresses are not preserved: backends see the proxy's address. Pods (clients in the
+//! cluster CIDRs) reaching an `externalTrafficPolicy: Local` NodePort or load-balancer address
+//! use every endpoint, as kube-proxy short-circuits them.
+//!
+//! Restarts hand over instead of flushing: a successor started with `take_over` joins the
+//! `SO_REUSEPORT` group of every frontend, then the predecessor's `shutdown` closes its
+//! listeners (with `net.ipv4.tcp_migrate_req` their queued connections move) and drains its
+//! established connections, as HAProxy's seamless reload does. A proxy that is killed, or
+//! restarted without a successor running, loses its connections: they live in this process.
 //!
 //! Forwarding runs on the data plane's own threads (`workers`): one single-threaded runtime
 //! per usable CPU, each with its own TCP listener per frontend. With more than one thread the
 //! listeners share the port with SO_REUSEPORT (the kernel spreads connections); before such a
 //! group is bound, a probe bind checks that nobody else holds the port, so a second proxy can
-//! still never silently split a port with this one. UDP frontends live on the first thread.
+//! never silently split a port with this one (unless asked to take over). UDP frontends live
+//! on the first thread.
 
 mod splice;
 mod tcp;
@@ -49,6 +58,14 @@ pub struct UserspaceConfig {
     pub tcp_keepalive: Duration,
     /// Data-path threads; 0 = one per CPU the process may run on (its affinity mask).
     pub workers: usize,
+    /// Bind frontends that a predecessor of this user still listens on, joining its
+    /// `SO_REUSEPORT` group (a restart with hand-over: start the new proxy, then shut the old
+    /// one down). Without it a frontend held by anyone is refused. With
+    /// `net.ipv4.tcp_migrate_req = 1` the connections still queued on the predecessor's
+    /// listeners move to ours when it closes them.
+    pub take_over: bool,
+    /// How long `shutdown` keeps serving established connections after it stopped accepting.
+    pub drain_timeout: Duration,
 }
 
 impl Default for UserspaceConfig {
@@ -59,6 +76,8 @@ impl Default for UserspaceConfig {
             splice: true,
             tcp_keepalive: Duration::from_secs(60),
             workers: 0,
+            take_over: false,
+            drain_timeout: Duration::ZERO,
         }
     }
 }
@@ -102,6 +121,12 @@ impl Stats {
         counters.retain(|(service, backend), c| {
             planned(service, backend) || c.active.load(Ordering::Relaxed) > 0
         });
+    }
+
+    /// Connections and flows open now, over every backend.
+    pub fn active(&self) -> u64 {
+        let counters = self.counters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        counters.values().map(|c| c.active.load(Ordering::Relaxed)).sum()
     }
 
     /// The counters now, sorted by Service port and backend.
@@ -167,9 +192,21 @@ struct Route {
     affinity: Option<(Duration, Arc<AffinityTable>)>,
     /// Allowed client ranges (LoadBalancer frontends only); empty = all.
     source_ranges: Vec<IpNet>,
+    /// For an external frontend with `externalTrafficPolicy: Local`: clients inside these
+    /// cluster CIDRs (pods) use this route to every endpoint instead, as kube-proxy
+    /// short-circuits pod traffic to NodePorts and load-balancer addresses.
+    from_pods: Option<(Arc<Vec<IpNet>>, Arc<Route>)>,
 }
 
 impl Route {
+    /// The route for connections from `client`.
+    fn for_client(self: &Arc<Self>, client: IpAddr) -> &Arc<Route> {
+        match &self.from_pods {
+            Some((cidrs, route)) if cidrs.iter().any(|net| net.contains(&client)) => route,
+            _ => self,
+        }
+    }
+
     fn allows(&self, client: IpAddr) -> bool {
         self.source_ranges.is_empty() || self.source_ranges.iter().any(|net| net.contains(&client))
     }
@@ -261,17 +298,38 @@ impl UserspaceDataPlane {
         key: &ServicePortKey,
         port: &ServicePortPlan,
         kind: FrontendKind,
+        pod_cidrs: &Arc<Vec<IpNet>>,
     ) -> Arc<Route> {
-        let unchanged = self.last.service_ports.get(key) == Some(port);
+        let unchanged = self.last.service_ports.get(key) == Some(port)
+            && self.last.node.cluster_cidrs.as_slice() == pod_cidrs.as_slice();
         if unchanged && let Some(route) = self.routes.get(&(key.clone(), kind)) {
             return route.clone();
         }
-        let backends = port.backends_for(kind);
+        let from_pods = (kind != FrontendKind::ClusterIp
+            && port.external_traffic_policy == TrafficPolicy::Local
+            && !pod_cidrs.is_empty())
+        .then(|| {
+            let everywhere = self.build_route(key, port, kind, &port.cluster_backends, None);
+            (pod_cidrs.clone(), everywhere)
+        });
+        let route = self.build_route(key, port, kind, port.backends_for(kind), from_pods);
+        self.routes.insert((key.clone(), kind), route.clone());
+        route
+    }
+
+    fn build_route(
+        &mut self,
+        key: &ServicePortKey,
+        port: &ServicePortPlan,
+        kind: FrontendKind,
+        backends: &[Backend],
+        from_pods: Option<(Arc<Vec<IpNet>>, Arc<Route>)>,
+    ) -> Arc<Route> {
         let affinity = port.session_affinity_timeout.map(|seconds| {
             let table = self.affinity.entry(key.clone()).or_default().clone();
             (Duration::from_secs(u64::from(seconds)), table)
         });
-        let route = Arc::new(Route {
+        Arc::new(Route {
             service: key.clone(),
             kind,
             backends: backends
@@ -288,13 +346,13 @@ impl UserspaceDataPlane {
             } else {
                 Vec::new()
             },
-        });
-        self.routes.insert((key.clone(), kind), route.clone());
-        route
+            from_pods,
+        })
     }
 
     async fn apply_plan(&mut self, plan: &ProxyPlan) -> Result<()> {
         let mut desired: HashMap<ListenKey, Arc<Route>> = HashMap::new();
+        let pod_cidrs = Arc::new(plan.node.cluster_cidrs.clone());
         for (key, port) in &plan.service_ports {
             if key.protocol == Protocol::Sctp {
                 tracing::debug!(service = %key, "the userspace data plane does not carry SCTP");
@@ -311,7 +369,7 @@ impl UserspaceDataPlane {
                         .filter(|a| a.is_ipv4() == (key.family == IpFamily::V4))
                         .collect(),
                 };
-                let route = self.route_for(key, port, frontend.kind);
+                let route = self.route_for(key, port, frontend.kind, &pod_cidrs);
                 for address in addresses {
                     let listen_key = ListenKey {
                         address: SocketAddr::new(address, frontend.port),
@@ -432,6 +490,32 @@ impl DataPlane for UserspaceDataPlane {
         Box::pin(self.apply_plan(plan))
     }
 
+    /// Closes every listener (with `SO_REUSEPORT` and `net.ipv4.tcp_migrate_req`, a successor
+    /// started with `take_over` inherits their queued connections), then keeps the data-path
+    /// threads serving established TCP connections until none is left or the drain timeout
+    /// passes. UDP flows end with their listener.
+    fn shutdown(mut self: Box<Self>) -> BoxFuture<'static, ()> {
+        for listener in self.listeners.values() {
+            listener.cancel.cancel();
+        }
+        self.listeners.clear();
+        let deadline = Instant::now() + self.config.drain_timeout;
+        Box::pin(async move {
+            let mut open = self.stats.active();
+            if open > 0 {
+                tracing::info!(connections = open, timeout = ?self.config.drain_timeout, "draining");
+            }
+            while open > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                open = self.stats.active();
+            }
+            if open > 0 {
+                tracing::info!(connections = open, "drain timeout; closing what is left");
+            }
+            drop(self);
+        })
+    }
+
     fn cleanup(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             for listener in self.listeners.values() {
@@ -445,6 +529,22 @@ impl DataPlane for UserspaceDataPlane {
     }
 }
 
+/// `count` sockets bound to `address` in one `SO_REUSEPORT` group (so that this process's
+/// threads share the port, and a successor started with `take_over` can join it). Unless
+/// `take_over`, a probe bind first refuses a port that anyone holds already, as a plain bind
+/// would: the group must never silently take in another proxy's sockets.
+fn bind_group(
+    address: SocketAddr,
+    kind: socket2::Type,
+    count: usize,
+    take_over: bool,
+) -> std::io::Result<Vec<socket2::Socket>> {
+    if !take_over {
+        drop(bind_socket(address, kind, false)?);
+    }
+    (0..count.max(1)).map(|_| bind_socket(address, kind, true)).collect()
+}
+
 /// A bound (not yet listening) socket with the options a proxy wants; `reuse_port` lets
 /// several of this process's threads bind the same address.
 fn bind_socket(
@@ -456,7 +556,10 @@ fn bind_socket(
     let protocol =
         if kind == socket2::Type::STREAM { socket2::Protocol::TCP } else { socket2::Protocol::UDP };
     let socket = socket2::Socket::new(domain, kind, Some(protocol))?;
-    socket.set_reuse_address(true)?;
+    // For TCP, SO_REUSEADDR only skips TIME_WAIT; for UDP it would let anyone share the port.
+    if kind == socket2::Type::STREAM {
+        socket.set_reuse_address(true)?;
+    }
     if reuse_port {
         socket.set_reuse_port(true)?;
     }

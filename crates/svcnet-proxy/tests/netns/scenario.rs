@@ -1,7 +1,14 @@
-//! One scenario, run against each kernel data plane: ClusterIP distribution, reject with no
-//! endpoints, NodePort, LoadBalancer source ranges, externalTrafficPolicy Local, ClientIP
-//! affinity, a plan change under a live connection, restarts of the data plane under a client
-//! loop with no failed connection, and UDP flows moving after their endpoint goes away.
+//! One scenario, run against each data plane (nftables, iptables, userspace): ClusterIP
+//! distribution, reject with no endpoints, NodePort, LoadBalancer source ranges,
+//! externalTrafficPolicy Local, ClientIP affinity (kept when another backend goes), a plan
+//! change under a live connection, restarts of the data plane under a client loop with no
+//! failed connection, and UDP flows moving after their endpoint goes away.
+//!
+//! A restart starts the successor, then shuts the predecessor down: for the kernel data planes
+//! the order does not matter (rules stay in the kernel), the userspace one hands its ports
+//! over (`SO_REUSEPORT`, `tcp_migrate_req`) and drains its established connections. Where a
+//! userspace proxy cannot behave like rules (it has already accepted the connection it would
+//! reject or drop), the scenario expects a reset instead.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -12,11 +19,13 @@ use std::time::{Duration, Instant};
 use svcnet_proxy::dataplane::DataPlane;
 use svcnet_proxy::dataplane::iptables::{IptablesBackend, IptablesConfig, IptablesDataPlane};
 use svcnet_proxy::dataplane::nftables::{NftablesConfig, NftablesDataPlane};
+use svcnet_proxy::dataplane::userspace::{UserspaceConfig, UserspaceDataPlane};
 use svcnet_proxy::{
     Backend, Frontend, FrontendKind, IpFamily, NodePlan, Protocol, ProxyPlan, Scheduler,
     ServicePortKey, ServicePortPlan, TrafficPolicy,
 };
 use svcnet_testkit::{NetnsGuard, Topology, can_create_netns};
+use tokio_util::sync::CancellationToken;
 
 use super::echo::{self, Held, TCP_PORT, UDP_PORT, who};
 
@@ -25,6 +34,7 @@ pub enum Kind {
     Nftables,
     Iptables,
     IptablesLegacy,
+    Userspace,
 }
 
 fn data_plane(kind: Kind) -> Box<dyn DataPlane> {
@@ -38,7 +48,24 @@ fn data_plane(kind: Kind) -> Box<dyn DataPlane> {
             ipv6: false,
             ..Default::default()
         })),
+        Kind::Userspace => Box::new(UserspaceDataPlane::new(
+            UserspaceConfig {
+                take_over: true,
+                drain_timeout: Duration::from_secs(30),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )),
     }
+}
+
+/// Shuts a data plane down on a thread of its own; the userspace one returns when its
+/// connections are drained.
+fn shut_down(dp: Box<dyn DataPlane>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        rt.expect("runtime").block_on(dp.shutdown());
+    })
 }
 
 /// Runs `apply` (or `cleanup`) inside the node namespace on a thread of its own.
@@ -132,7 +159,7 @@ fn addrs(t: &Topology) -> Addrs {
     }
 }
 
-fn plan(t: &Topology, web_pods: &[usize], dns_pod: usize) -> ProxyPlan {
+fn plan(t: &Topology, web_pods: &[usize], sticky_pods: &[usize], dns_pod: usize) -> ProxyPlan {
     let a = addrs(t);
     let tcp = Protocol::Tcp;
     let mut plan = ProxyPlan {
@@ -167,8 +194,10 @@ fn plan(t: &Topology, web_pods: &[usize], dns_pod: usize) -> ProxyPlan {
         key("empty", tcp),
         service(vec![fe(FrontendKind::ClusterIp, Some(a.empty), 80, tcp)], vec![]),
     );
-    let mut sticky =
-        service(vec![fe(FrontendKind::ClusterIp, Some(a.sticky), 80, tcp)], web_backends);
+    let mut sticky = service(
+        vec![fe(FrontendKind::ClusterIp, Some(a.sticky), 80, tcp)],
+        sticky_pods.iter().map(|i| backend(t.pod_ip(*i), TCP_PORT, true)).collect(),
+    );
     sticky.session_affinity_timeout = Some(600);
     plan.service_ports.insert(key("sticky", tcp), sticky);
     // Pod 0 is on this node, pod 1 is "remote".
@@ -217,8 +246,22 @@ pub fn run_scenario(kind: Kind) {
         .enumerate()
         .map(|(i, p)| echo::start(p, format!("pod-{i}")).expect("echo"))
         .collect();
+    if matches!(kind, Kind::Userspace) {
+        // A userspace proxy serves the frontends on addresses of its node.
+        for ip in [a.web, a.empty, a.sticky, a.local, a.dns, a.lb, a.lb_denied] {
+            t.node.exec(&["ip", "addr", "add", &format!("{ip}/32"), "dev", "lo"]).expect("addr");
+        }
+        t.node.exec(&["sysctl", "-qw", "net.ipv4.tcp_migrate_req=1"]).expect("sysctl");
+    }
+    // What a userspace proxy does instead of dropping or rejecting: reset.
+    let (when_dropped, when_rejected) = match kind {
+        Kind::Userspace => {
+            (std::io::ErrorKind::ConnectionReset, std::io::ErrorKind::ConnectionReset)
+        }
+        _ => (std::io::ErrorKind::TimedOut, std::io::ErrorKind::ConnectionRefused),
+    };
     let mut dp = data_plane(kind);
-    let first = plan(&t, &[0, 1, 2], 0);
+    let first = plan(&t, &[0, 1, 2], &[0, 1, 2], 0);
     dp = apply(&t.node, dp, Some(first.clone()));
 
     // ClusterIP from the client (outside the cluster CIDR) and from a pod: spread over all.
@@ -246,17 +289,19 @@ pub fn run_scenario(kind: Kind) {
 
     // A source outside loadBalancerSourceRanges is dropped (times out).
     let denied = in_ns(&t.client, move || who(sock(a.lb_denied, 80), Duration::from_millis(400)));
-    assert_eq!(denied, Err(std::io::ErrorKind::TimedOut), "{kind:?} source ranges");
+    assert_eq!(denied, Err(when_dropped), "{kind:?} source ranges");
 
     // No endpoints: refused, quickly.
     let started = Instant::now();
     let refused = in_ns(&t.client, move || who(sock(a.empty, 80), Duration::from_secs(3)));
-    assert_eq!(refused, Err(std::io::ErrorKind::ConnectionRefused), "{kind:?} reject");
+    assert_eq!(refused, Err(when_rejected), "{kind:?} reject");
     assert!(started.elapsed() < Duration::from_secs(2));
 
     // ClientIP affinity: one backend for every connection.
     let seen: BTreeSet<String> = spread(&t.client, sock(a.sticky, 80), 15).into_iter().collect();
     assert_eq!(seen.len(), 1, "{kind:?} affinity: {seen:?}");
+    let sticky_name = seen.first().cloned().unwrap_or_default();
+    let sticky_pod: usize = sticky_name.trim_start_matches("pod-").parse().expect("pod index");
 
     // externalTrafficPolicy Local: outside traffic only to the local pod 0; pod traffic to
     // the NodePort short-circuits to every endpoint.
@@ -280,7 +325,10 @@ pub fn run_scenario(kind: Kind) {
     held.ping().expect("ping before");
     let held_pod: usize = held.backend.trim_start_matches("pod-").parse().expect("pod index");
     let others: Vec<usize> = (0..3).filter(|i| *i != held_pod).collect();
-    let second = plan(&t, &[held_pod, others[0]], 1);
+    // The sticky Service loses its first backend that is not the client's.
+    let gone = (0..3).find(|i| *i != sticky_pod).expect("another pod");
+    let sticky_left: Vec<usize> = (0..3).filter(|i| *i != gone).collect();
+    let second = plan(&t, &[held_pod, others[0]], &sticky_left, 1);
     dp = apply(&t.node, dp, Some(second.clone()));
     held.ping().expect("ping after an update");
     let seen: BTreeSet<String> = spread(&t.client, sock(a.web, 80), 20).into_iter().collect();
@@ -288,6 +336,9 @@ pub fn run_scenario(kind: Kind) {
         !seen.contains(&format!("pod-{}", others[1])),
         "{kind:?} removed endpoint still used: {seen:?}"
     );
+    // ClientIP affinity is to a backend: removing another one does not move the client.
+    let seen: BTreeSet<String> = spread(&t.client, sock(a.sticky, 80), 10).into_iter().collect();
+    assert_eq!(seen, [sticky_name].into(), "{kind:?} affinity after another backend went");
 
     // UDP moved to pod 1 after conntrack cleanup.
     assert_eq!(
@@ -296,9 +347,9 @@ pub fn run_scenario(kind: Kind) {
         "{kind:?} UDP after change"
     );
 
-    // Restart under load: a bounded client loop (200 connections, a few seconds) runs while
-    // the data plane is dropped and a fresh one reconciles with what the kernel holds, three
-    // times. No connection may fail, and the held connection survives.
+    // Restart under load: a bounded client loop (200 connections, a few seconds) runs while a
+    // fresh data plane takes over (reconciling with what the kernel holds) and the old one
+    // shuts down, three times. No connection may fail, and the held connection survives.
     let done = Arc::new(AtomicUsize::new(0));
     let counter = done.clone();
     let web = sock(a.web, 80);
@@ -314,13 +365,14 @@ pub fn run_scenario(kind: Kind) {
         Ok(failures)
     });
     let mut dp = dp;
+    let mut draining = Vec::new();
     for round in 1..=3 {
         let deadline = Instant::now() + Duration::from_secs(20);
         while done.load(Ordering::SeqCst) < round * 40 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        drop(dp);
-        dp = apply(&t.node, data_plane(kind), Some(second.clone()));
+        let successor = apply(&t.node, data_plane(kind), Some(second.clone()));
+        draining.push(shut_down(std::mem::replace(&mut dp, successor)));
     }
     let failures = load.join().expect("load thread").expect("load loop");
     assert_eq!(done.load(Ordering::SeqCst), 200);
@@ -334,4 +386,9 @@ pub fn run_scenario(kind: Kind) {
     drop(dp);
     let after = in_ns(&t.client, move || who(sock(a.web, 80), Duration::from_millis(400)));
     assert!(after.is_err(), "{kind:?} rules left after cleanup");
+    // The predecessors finish once their last connection closes.
+    drop(held);
+    for handle in draining {
+        handle.join().expect("shutdown thread");
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use svcnet_proxy::IpNet;
+use svcnet_proxy::dataplane::userspace::UserspaceConfig;
 use svcnet_proxy::run::{Config, DataPlaneKind, make_dataplane};
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,15 @@ pub struct Args {
     /// serve until Ctrl-C).
     #[arg(long, requires = "objects", conflicts_with = "dry_run")]
     once: bool,
+    /// Userspace: share the frontends of a svcnet proxy still running as this user (start the
+    /// new proxy, then stop the old one; set net.ipv4.tcp_migrate_req=1 so queued connections
+    /// move too). Without it a frontend someone holds is an error.
+    #[arg(long)]
+    userspace_take_over: bool,
+    /// Userspace: on SIGTERM/Ctrl-C stop accepting, then serve established connections for up
+    /// to this many seconds (fractions allowed).
+    #[arg(long, default_value = "0")]
+    userspace_drain_timeout: f64,
     /// Remove everything svcnet programmed with this data plane, and exit.
     #[arg(long, conflicts_with_all = ["dry_run", "once"])]
     cleanup: bool,
@@ -94,9 +104,19 @@ fn parse_bind(value: &str, flag: &str) -> anyhow::Result<Option<SocketAddr>> {
 }
 
 fn config(args: &Args, dataplane: DataPlaneKind) -> anyhow::Result<Config> {
-    if !args.min_sync_period.is_finite() || args.min_sync_period < 0.0 {
-        bail!("--min-sync-period must be a non-negative number of seconds");
+    for (value, flag) in [
+        (args.min_sync_period, "--min-sync-period"),
+        (args.userspace_drain_timeout, "--userspace-drain-timeout"),
+    ] {
+        if !value.is_finite() || !(0.0..=1e9).contains(&value) {
+            bail!("{flag} must be a non-negative number of seconds");
+        }
     }
+    let userspace = UserspaceConfig {
+        take_over: args.userspace_take_over,
+        drain_timeout: Duration::from_secs_f64(args.userspace_drain_timeout),
+        ..UserspaceConfig::default()
+    };
     Ok(Config {
         node_name: args.node_name.clone().unwrap_or_default(),
         zone: args.zone.clone(),
@@ -108,6 +128,7 @@ fn config(args: &Args, dataplane: DataPlaneKind) -> anyhow::Result<Config> {
         metrics_bind_address: parse_bind(&args.metrics_bind_address, "--metrics-bind-address")?,
         healthz_bind_address: parse_bind(&args.healthz_bind_address, "--healthz-bind-address")?,
         min_sync_period: Duration::from_secs_f64(args.min_sync_period),
+        userspace,
         ..Config::default()
     })
 }
@@ -169,9 +190,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let Err(error) = applied {
             tracing::warn!(%error, "some frontends could not be served");
         }
-        tracing::info!("serving the plan in user space until Ctrl-C");
-        tokio::signal::ctrl_c().await.context("while waiting for Ctrl-C")?;
-        cancel.cancel();
+        tracing::info!("serving the plan in user space until SIGTERM or Ctrl-C");
+        super::shutdown_signal().await;
+        programmed.shutdown().await;
         return Ok(());
     }
 
@@ -182,10 +203,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut task = tokio::spawn(svcnet_proxy::run(client, config, cancel.clone()));
     tokio::select! {
         result = &mut task => return Ok(result.context("the proxy task panicked")??),
-        result = tokio::signal::ctrl_c() => {
-            result.context("while waiting for Ctrl-C")?;
-            cancel.cancel();
-        }
+        () = super::shutdown_signal() => cancel.cancel(),
     }
     Ok(task.await.context("the proxy task panicked")??)
 }

@@ -25,7 +25,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Route, UserspaceConfig, bind_socket, splice};
+#[cfg(test)]
+use super::bind_socket;
+use super::{Route, UserspaceConfig, bind_group, splice};
 
 /// Pending connections per listener.
 const BACKLOG: i32 = 4096;
@@ -39,18 +41,10 @@ pub(super) fn listen(
     config: UserspaceConfig,
     workers: &[Handle],
 ) -> std::io::Result<()> {
-    let reuse_port = workers.len() > 1;
-    if reuse_port {
-        // SO_REUSEPORT would let us join another process's group on this port: refuse when
-        // anyone listens there already, as a plain bind would.
-        drop(bind_socket(address, socket2::Type::STREAM, false)?);
-    }
-    let mut sockets = Vec::with_capacity(workers.len());
-    for _ in workers {
-        let socket = bind_socket(address, socket2::Type::STREAM, reuse_port)?;
-        tune(&SockRef::from(&socket), config.tcp_keepalive)?;
+    let sockets = bind_group(address, socket2::Type::STREAM, workers.len(), config.take_over)?;
+    for socket in &sockets {
+        tune(&SockRef::from(socket), config.tcp_keepalive)?;
         socket.listen(BACKLOG)?;
-        sockets.push(socket);
     }
     let config = Arc::new(config);
     for (socket, handle) in sockets.into_iter().zip(workers) {
@@ -117,6 +111,7 @@ async fn serve(
     route: Arc<Route>,
     config: Arc<UserspaceConfig>,
 ) {
+    let route = route.for_client(client.ip());
     if !route.allows(client.ip()) {
         tracing::trace!(%client, service = %route.service, "source not in loadBalancerSourceRanges");
         return reset(client_stream);

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::{BackendCounters, Route, UserspaceConfig, bind_socket};
+use super::{BackendCounters, Route, UserspaceConfig, bind_group};
 
 const MAX_DATAGRAM: usize = 65_536;
 
@@ -45,7 +45,10 @@ pub(super) fn listen(
     cancel: CancellationToken,
     config: UserspaceConfig,
 ) -> std::io::Result<()> {
-    let socket = bind_socket(address, socket2::Type::DGRAM, false)?;
+    let take_over = config.take_over;
+    let Some(socket) = bind_group(address, socket2::Type::DGRAM, 1, take_over)?.pop() else {
+        return Err(std::io::Error::other("no socket bound"));
+    };
     let socket = Arc::new(UdpSocket::from_std(socket.into())?);
     tracing::debug!(%address, "listening (udp)");
     tokio::spawn(receive_loop(socket, route, cancel, config));
@@ -96,6 +99,7 @@ async fn flow_for(
     cancel: &CancellationToken,
     config: &UserspaceConfig,
 ) -> Option<Arc<Flow>> {
+    let route = route.for_client(client.ip());
     if !route.allows(client.ip()) {
         return None;
     }
