@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// All-in-one: API server, controllers, one node, DNS, embedded store.
+    /// All-in-one: API server, controllers, one node, DNS, embedded store (loopback mode, no
+    /// root; or, as root with --dataplane nftables|iptables, in its own network namespace).
     Up(cmd::up::Args),
     /// The Kubernetes-compatible API server (with the controllers unless --no-controllers).
     Server(cmd::server::Args),

@@ -14,7 +14,7 @@ mod root;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
@@ -102,9 +102,34 @@ pub enum UpCommand {
     Exec(root::ExecArgs),
 }
 
+/// Records in `DIR/mode` whether the cluster in `dir` is a loopback or a root-mode one, and
+/// refuses the other mode: their address ranges differ, so Services, pods and allocations of
+/// one would be nonsense to the other.
+fn claim_data_dir(dir: &std::path::Path, root_mode: bool) -> anyhow::Result<()> {
+    let mode = if root_mode { "root" } else { "loopback" };
+    std::fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+    let path = dir.join("mode");
+    match std::fs::read_to_string(&path) {
+        Ok(found) if found.trim() == mode => Ok(()),
+        Ok(found) => bail!(
+            "{} holds a {} cluster; a {mode} `svcnet up` needs another --data-dir (or remove that one)",
+            dir.display(),
+            found.trim()
+        ),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&path, format!("{mode}\n"))
+                .with_context(|| format!("while writing {}", path.display()))
+        }
+        Err(error) => Err(error).with_context(|| format!("while reading {}", path.display())),
+    }
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(UpCommand::Exec(exec)) = args.command {
         return root::exec(exec);
+    }
+    if !args.inner {
+        claim_data_dir(&args.data_dir, args.dataplane != "userspace")?;
     }
     if args.dataplane != "userspace" && !args.inner {
         return root::run(args).await;
@@ -304,5 +329,24 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_data_dir;
+
+    #[test]
+    fn a_data_dir_serves_one_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        claim_data_dir(&data, false).expect("a fresh dir");
+        claim_data_dir(&data, false).expect("the same mode again");
+        let error = claim_data_dir(&data, true).expect_err("the other mode").to_string();
+        assert!(error.contains("holds a loopback cluster"), "{error}");
+        let other = dir.path().join("other");
+        claim_data_dir(&other, true).expect("a fresh dir");
+        let error = claim_data_dir(&other, false).expect_err("the other mode").to_string();
+        assert!(error.contains("holds a root cluster"), "{error}");
     }
 }
