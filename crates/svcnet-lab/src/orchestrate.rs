@@ -30,6 +30,9 @@ pub struct UpConfig {
     /// the failover time of an LB address.
     pub announce_lease_duration: Duration,
     pub announce_renew_interval: Duration,
+    /// The userspace proxy's connect timeout: a connection that draws a pod of a dead node is
+    /// sent to another pod after this long, within the client's patience.
+    pub userspace_connect_timeout: Duration,
 }
 
 impl UpConfig {
@@ -44,6 +47,7 @@ impl UpConfig {
             node_lease_duration_seconds: 4,
             announce_lease_duration: Duration::from_millis(500),
             announce_renew_interval: Duration::from_millis(125),
+            userspace_connect_timeout: Duration::from_millis(200),
         }
     }
 }
@@ -257,6 +261,12 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
             cluster_dns.clone(),
         ];
         args.extend(["--dataplane".into(), config.dataplane.clone()]);
+        if config.dataplane == "userspace" {
+            args.extend([
+                "--userspace-connect-timeout".into(),
+                config.userspace_connect_timeout.as_secs_f64().to_string(),
+            ]);
+        }
         // Pods reach the Service range, other pods, the VPC (node ports, internal LBs) and the
         // external LB range through their node; nothing else.
         for range in

@@ -91,6 +91,42 @@ pub struct BackendCounters {
     pub total: AtomicU64,
     /// Connect attempts that failed (refused, timed out).
     pub failed: AtomicU64,
+    /// Until when (`now_ms`) new connections avoid this backend after a failed connect.
+    ejected_until: AtomicU64,
+}
+
+/// How long a backend that refused or timed out a connect is avoided (passive health
+/// checking, as Envoy's outlier detection and HAProxy's `observe layer4` do): the
+/// EndpointSlice takes seconds to drop a dead pod, and meanwhile every connection that draws it
+/// would pay a connect timeout.
+const EJECTION: Duration = Duration::from_secs(5);
+
+/// Milliseconds since the first call: a cheap clock for atomics.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+impl BackendCounters {
+    fn ejected(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Records a failed connect: the backend is avoided for `EJECTION`.
+    fn connect_failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.ejected_until.store(now_ms() + EJECTION.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a successful connect (ends an ejection early).
+    fn connected(&self) {
+        if self.ejected_until.load(Ordering::Relaxed) != 0 {
+            self.ejected_until.store(0, Ordering::Relaxed);
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// One row of `Stats::snapshot`.
@@ -216,11 +252,13 @@ impl Route {
     }
 
     /// The backend for a new connection: the affinity entry if still valid, else the
-    /// scheduler's choice among backends not yet `excluded`.
+    /// scheduler's choice among backends not yet `excluded`. Ejected backends (a recent failed
+    /// connect) are passed over while another one is left.
     fn choose(&self, client: SocketAddr, excluded: &[bool]) -> Option<usize> {
         if let Some((timeout, table)) = &self.affinity
             && let Some(i) = table.get(client.ip(), *timeout).and_then(|a| self.index_of(a))
             && !excluded.get(i).copied().unwrap_or(false)
+            && !self.backends[i].counters.ejected()
         {
             return Some(i);
         }
@@ -229,7 +267,20 @@ impl Route {
         } else {
             Vec::new()
         };
-        self.picker.pick(&PickContext { client, active: &active, excluded })
+        let pick = |excluded: &[bool]| {
+            self.picker.pick(&PickContext { client, active: &active, excluded })
+        };
+        let first = pick(excluded)?;
+        if !self.backends[first].counters.ejected() {
+            return Some(first);
+        }
+        let avoid: Vec<bool> = self
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| excluded.get(i).copied().unwrap_or(false) || b.counters.ejected())
+            .collect();
+        pick(&avoid).or(Some(first))
     }
 
     /// Records a successful choice for affinity.

@@ -42,6 +42,23 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
     kube::Client::try_from(config).context("while creating the API client")
 }
 
+/// A command-line number of seconds (fractions allowed) as a `Duration`.
+pub fn seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    seconds_at_least(value, 0.0, flag)
+}
+
+/// The same for a setting where zero makes no sense (a timeout).
+pub fn positive_seconds(value: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    seconds_at_least(value, 0.001, flag)
+}
+
+fn seconds_at_least(value: f64, least: f64, flag: &str) -> anyhow::Result<std::time::Duration> {
+    if !value.is_finite() || !(least..=1e9).contains(&value) {
+        anyhow::bail!("{flag} must be a number of seconds from {least} on, not {value}");
+    }
+    Ok(std::time::Duration::from_secs_f64(value))
+}
+
 /// Waits for Ctrl-C (SIGINT) or SIGTERM: how every long-running subcommand is asked to stop.
 pub async fn shutdown_signal() {
     let terminate = async {

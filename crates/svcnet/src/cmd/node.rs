@@ -20,6 +20,9 @@ pub struct Args {
     /// Data plane of the in-process proxy: nftables, iptables or userspace.
     #[arg(long, default_value = "userspace")]
     dataplane: String,
+    /// Userspace data plane: seconds to wait for a backend's connect before trying another.
+    #[arg(long, default_value = "5")]
+    userspace_connect_timeout: f64,
     /// Do not run the proxy in-process (run `svcnet proxy` separately).
     #[arg(long)]
     no_proxy: bool,
@@ -111,6 +114,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             zone: args.zone.clone(),
             node_ips: vec![args.node_ip],
             dataplane,
+            userspace: svcnet_proxy::dataplane::userspace::UserspaceConfig {
+                connect_timeout: super::positive_seconds(
+                    args.userspace_connect_timeout,
+                    "--userspace-connect-timeout",
+                )?,
+                ..Default::default()
+            },
             ..Default::default()
         })
     };

@@ -7,7 +7,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use svcnet_proxy::IpNet;
@@ -65,6 +64,10 @@ pub struct Args {
     /// move too). Without it a frontend someone holds is an error.
     #[arg(long)]
     userspace_take_over: bool,
+    /// Userspace: seconds to wait for a backend's connect before trying another (a backend that
+    /// failed is then avoided for 5 s).
+    #[arg(long, default_value = "5")]
+    userspace_connect_timeout: f64,
     /// Userspace: on SIGTERM/Ctrl-C stop accepting, then serve established connections for up
     /// to this many seconds (fractions allowed).
     #[arg(long, default_value = "0")]
@@ -104,17 +107,13 @@ fn parse_bind(value: &str, flag: &str) -> anyhow::Result<Option<SocketAddr>> {
 }
 
 fn config(args: &Args, dataplane: DataPlaneKind) -> anyhow::Result<Config> {
-    for (value, flag) in [
-        (args.min_sync_period, "--min-sync-period"),
-        (args.userspace_drain_timeout, "--userspace-drain-timeout"),
-    ] {
-        if !value.is_finite() || !(0.0..=1e9).contains(&value) {
-            bail!("{flag} must be a non-negative number of seconds");
-        }
-    }
     let userspace = UserspaceConfig {
         take_over: args.userspace_take_over,
-        drain_timeout: Duration::from_secs_f64(args.userspace_drain_timeout),
+        drain_timeout: super::seconds(args.userspace_drain_timeout, "--userspace-drain-timeout")?,
+        connect_timeout: super::positive_seconds(
+            args.userspace_connect_timeout,
+            "--userspace-connect-timeout",
+        )?,
         ..UserspaceConfig::default()
     };
     Ok(Config {
@@ -127,7 +126,7 @@ fn config(args: &Args, dataplane: DataPlaneKind) -> anyhow::Result<Config> {
         dataplane,
         metrics_bind_address: parse_bind(&args.metrics_bind_address, "--metrics-bind-address")?,
         healthz_bind_address: parse_bind(&args.healthz_bind_address, "--healthz-bind-address")?,
-        min_sync_period: Duration::from_secs_f64(args.min_sync_period),
+        min_sync_period: super::seconds(args.min_sync_period, "--min-sync-period")?,
         userspace,
         ..Config::default()
     })

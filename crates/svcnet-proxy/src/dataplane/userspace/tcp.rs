@@ -128,7 +128,7 @@ async fn serve(
             }
             Err(error) => {
                 tracing::debug!(%client, backend = %backend.address, %error, "connect failed; trying the next backend");
-                backend.counters.failed.fetch_add(1, Ordering::Relaxed);
+                backend.counters.connect_failed();
                 if excluded.is_empty() {
                     excluded = vec![false; route.backends.len()];
                 }
@@ -142,8 +142,7 @@ async fn serve(
     };
     route.chosen(client, index);
     let counters = &route.backends[index].counters;
-    counters.active.fetch_add(1, Ordering::Relaxed);
-    counters.total.fetch_add(1, Ordering::Relaxed);
+    counters.connected();
     let result = if config.splice {
         splice::bidirectional(&client_stream, &backend_stream).await
     } else {
