@@ -23,6 +23,11 @@ impl Cmd {
     fn new(argv: &[&str]) -> Cmd {
         Cmd { argv: argv.iter().map(|s| s.to_string()).collect(), stdin: None }
     }
+
+    /// `sysctl -qw SETTING` inside `netns`.
+    fn sysctl(netns: &str, setting: &str) -> Cmd {
+        Cmd::new(&["ip", "netns", "exec", netns, "sysctl", "-qw", setting])
+    }
 }
 
 impl std::fmt::Display for Cmd {
@@ -69,15 +74,7 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
     cmds.push(Cmd::new(&["ip", "-n", &router, "link", "add", "vpc0", "type", "bridge"]));
     cmds.push(Cmd::new(&["ip", "-n", &router, "addr", "add", &gateway, "dev", "vpc0"]));
     cmds.push(Cmd::new(&["ip", "-n", &router, "link", "set", "vpc0", "up"]));
-    cmds.push(Cmd::new(&[
-        "ip",
-        "netns",
-        "exec",
-        &router,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]));
+    cmds.push(Cmd::sysctl(&router, "net.ipv4.ip_forward=1"));
     cmds.push(Cmd::new(&[
         "ip",
         "-n",
@@ -197,15 +194,7 @@ pub fn build_commands(topology: &Topology) -> Vec<Cmd> {
             }
         }
         if host.role == Role::Node {
-            cmds.push(Cmd::new(&[
-                "ip",
-                "netns",
-                "exec",
-                &host.netns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]));
+            cmds.push(Cmd::sysctl(&host.netns, "net.ipv4.ip_forward=1"));
             // Nodes have no default route, so a connection to a ClusterIP needs a route to
             // leave the node at all; the proxy's DNAT then rewrites it (the address is never
             // answered on the VPC).
@@ -246,8 +235,7 @@ pub fn userspace_commands(topology: &Topology) -> Vec<Cmd> {
             ]));
         }
         for conf in ["all", "eth0"] {
-            let key = format!("net.ipv4.conf.{conf}.arp_ignore=1");
-            cmds.push(Cmd::new(&["ip", "netns", "exec", &node.netns, "sysctl", "-qw", &key]));
+            cmds.push(Cmd::sysctl(&node.netns, &format!("net.ipv4.conf.{conf}.arp_ignore=1")));
         }
     }
     cmds
