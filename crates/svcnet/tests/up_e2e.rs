@@ -12,7 +12,6 @@
 
 mod common;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -78,36 +77,23 @@ struct Up {
 impl Up {
     /// Starts `svcnet up` and waits for its "svcnet is up" line (its readiness signal).
     fn start(env: &Env, listen: &str) -> Up {
-        let mut child = env
-            .ns
-            .unprivileged(&env.home, env!("CARGO_BIN_EXE_svcnet"))
-            .args(["up", "--data-dir", env.data_dir.to_str().unwrap(), "--listen", listen])
-            .env("SVCNET_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn svcnet up");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut up = Up { child };
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("svcnet is up") => break,
-                Some(Ok(_)) => continue,
-                _ => {
-                    let status = up.child.wait();
-                    panic!("svcnet up exited before it was up: {status:?}");
-                }
-            }
-        }
+        let up = Up {
+            child: common::spawn_up(
+                env.ns.unprivileged(&env.home, env!("CARGO_BIN_EXE_svcnet")).args([
+                    "up",
+                    "--data-dir",
+                    env.data_dir.to_str().unwrap(),
+                    "--listen",
+                    listen,
+                ]),
+            ),
+        };
         // `ip netns exec` and setpriv exec in place: the child is svcnet itself, as nobody.
         let status = std::fs::read_to_string(format!("/proc/{}/status", up.child.id())).unwrap();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
         assert!(uid.split_whitespace().skip(1).all(|id| id == "65534"), "runs as nobody: {uid}");
         let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap().to_string();
         assert!(caps.ends_with("0000000000000000"), "no capabilities: {caps}");
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
         up
     }
 

@@ -7,9 +7,8 @@
 
 mod common;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 struct Up {
@@ -23,30 +22,14 @@ impl Up {
     }
 
     fn start_with(data_dir: &Path, listen: &str, dataplane: &str) -> Up {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_svcnet"))
-            .args(["up", "--dataplane", dataplane, "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", listen])
-            .env("SVCNET_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn svcnet up");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut up = Up { child };
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("svcnet is up") => break,
-                Some(Ok(_)) => continue,
-                _ => {
-                    let status = up.child.wait();
-                    panic!("svcnet up exited before it was up: {status:?}");
-                }
-            }
+        Up {
+            child: common::spawn_up(
+                Command::new(env!("CARGO_BIN_EXE_svcnet"))
+                    .args(["up", "--dataplane", dataplane, "--data-dir"])
+                    .arg(data_dir)
+                    .args(["--listen", listen]),
+            ),
         }
-        std::thread::spawn(move || for _ in lines {});
-        up
     }
 
     fn signal(&self, signal: nix::sys::signal::Signal) {

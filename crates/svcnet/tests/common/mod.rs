@@ -1,8 +1,35 @@
 //! Helpers shared by the `svcnet up` tests (loopback and root mode).
 
 use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Spawns `svcnet up` as `command` describes it and returns once it printed "svcnet is up"
+/// (its readiness signal). Its stdout keeps being drained, so it never blocks on the pipe.
+pub fn spawn_up(command: &mut Command) -> Child {
+    let mut child = command
+        .env("SVCNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn svcnet up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("svcnet is up") => break,
+            Some(Ok(_)) => continue,
+            _ => {
+                let status = child.wait();
+                panic!("svcnet up exited before it was up: {status:?}");
+            }
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
 
 /// Two echo pods whose readiness probe fails while `MARKS/<pod name>` exists.
 pub fn flaky_manifest(marks: &Path) -> String {
