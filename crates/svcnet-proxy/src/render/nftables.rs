@@ -23,7 +23,8 @@
 //!   elements: adding one makes the kernel re-validate the chain graph on every element
 //!   change, which is what makes kube-proxy's updates slow. The rule count grows with the
 //!   number of distinct Service shapes (usually a handful), not with the number of Services.
-//! * Pick chains: one per (backend pool, scheduler, slot count, affinity timeout), e.g. `pick-random-3-v4`:
+//! * Pick chains: one per (backend pool, scheduler, slot count, affinity: on or off for IPv4,
+//!   its timeout for IPv6), e.g. `pick-random-3-v4`:
 //!   `numgen random mod 3 vmap { 0 : goto slot-0-v4, … }`. Round robin uses `numgen inc`
 //!   (the counter is shared by Services with the same slot count, so each Service sees a
 //!   round robin with skips), source hash `jhash ip saddr`. Least connections has no kernel
@@ -35,11 +36,31 @@
 //! * Maglev: the lookup table is `scheduler::maglev`'s (the userspace data plane's) and loaded into
 //!   `maglev-v4` (F . bucket → backend); `pick-maglev-M-v4` does
 //!   `dnat ip to F . jhash ip saddr mod M map @maglev-v4`.
-//! * ClientIP affinity: per-slot dynamic sets `affinity-K-v4` of `saddr . F` with timeouts.
-//!   An affinity pick chain first checks `saddr . F @affinity-K-v4 goto aff-slot-K-tT-v4` for
-//!   each slot, then picks; `aff-slot-K-tT-v4` refreshes the element (`update … timeout T`)
-//!   and DNATs. Affinity is to a slot: when the backend list changes, clients of a moved slot
-//!   move (a removed backend's clients always do). Maglev ignores affinity (it is sticky).
+//! * ClientIP affinity (IPv4) is to a backend, as kube-proxy's: the dynamic map
+//!   `affinity-v4` (`saddr . F : backend addr . port`, timeouts, never flushed or diffed, so
+//!   it survives updates and restarts). An affinity pick chain (`pick-random-3-affinity-v4`)
+//!   first does `dnat ip to ip saddr . F map @affinity-v4` (a miss falls through to the
+//!   usual `numgen … vmap` over the shared slot chains). The element is written after DNAT:
+//!   `affinity-prerouting`/`affinity-output` (filter, dstnat + 1) jump `affinity` for new
+//!   DNATed connections, where one rule per (protocol, timeout) in use does `update
+//!   @affinity-v4 { ip saddr . <ct original F> timeout Ts : ip daddr . th dport }` for the
+//!   frontends in `affinity-tT-v4`, refreshing the timeout on every new connection.
+//!   (`ct original proto-dst` is only typed after a protocol match, hence the per-protocol
+//!   rules.) `affinity-backends-v4` holds `F . backend` of every backend the frontend's pools
+//!   may use; the data plane deletes elements pointing elsewhere in the transaction that
+//!   removes a backend (and on a full sync), and a guard rule in `affinity` catches any
+//!   written meanwhile (the element expires in 100 ms and the packet is dropped; the client
+//!   retransmits to a fresh pick). A Service whose traffic policy changes from Cluster to
+//!   Local keeps outside clients on their old (valid cluster) backend until their timeout.
+//! * ClientIP affinity (IPv6) is still to a slot: nft 1.0.6 cannot write a map element from
+//!   the packet path when the key or the data is over 16 bytes (its register allocation
+//!   asserts); hashing the key with `jhash` compiles, but the DNAT lookup then runs out of
+//!   registers and listing a `typeof jhash` map crashes nft. Per-slot dynamic sets
+//!   `affinity-K-v6` of `saddr . F`; the pick chain (`pick-random-3-t60-v6`) checks
+//!   `saddr . F @affinity-K-v6 goto aff-slot-K-t60-v6` for each slot, then picks;
+//!   `aff-slot-K-tT-v6` refreshes the element and DNATs. When the backend list changes,
+//!   clients of a moved slot move.
+//! * Maglev ignores affinity (it is sticky).
 //! * No usable backend: F in `no-endpoint-reject-v4` → `goto reject-chain` (TCP RST, else
 //!   ICMP port unreachable) or in `no-endpoint-drop-v4` → `drop` (Local policy without a
 //!   local endpoint), checked after DNAT.
@@ -364,6 +385,22 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
                     );
                     l.element(&format!("shortcut-{chain}"), fk.clone(), None);
                 }
+                // ClientIP affinity (Maglev is sticky already): every backend of the pools
+                // this frontend uses is a valid target of its clients' affinity elements.
+                if let (Some(t), false, IpFamily::V4) =
+                    (sp.session_affinity_timeout, sp.scheduler == Scheduler::Maglev, key.family)
+                {
+                    let mut valid: BTreeSet<(IpAddr, u16)> = BTreeSet::new();
+                    if !backends.is_empty() {
+                        valid.extend(pool_slots.iter().map(|b| (b.ip, b.port)));
+                    }
+                    if external && policy == TrafficPolicy::Local {
+                        valid.extend(cluster_slots.iter().map(|b| (b.ip, b.port)));
+                    }
+                    if !valid.is_empty() {
+                        affinity(&mut l, key.family, &fk, t, &fe.protocol.to_string(), &valid);
+                    }
+                }
             }
         }
         if let Some(port) = sp.health_check_node_port {
@@ -510,56 +547,133 @@ fn pick(
             Some(format!("{} . {}", b.ip, b.port)),
         );
     }
-    match sp.session_affinity_timeout {
-        None => {
-            let chain = format!("pick-{prefix}{sched}-{n}-{s}");
-            if !l.chains.contains_key(&chain) {
-                let arms: Vec<String> =
-                    (0..n).map(|k| format!("{k} : goto {prefix}slot-{k}-{s}")).collect();
-                l.rule(&chain, format!("{expr} vmap {{ {} }}", arms.join(", ")));
-            }
-            chain
+    let chain = match (sp.session_affinity_timeout, family) {
+        (None, _) => format!("pick-{prefix}{sched}-{n}-{s}"),
+        (Some(t), IpFamily::V6) => return per_slot_affinity(l, f, prefix, (sched, &expr), n, t),
+        (Some(_), IpFamily::V4) => format!("pick-{prefix}{sched}-{n}-affinity-{s}"),
+    };
+    if !l.chains.contains_key(&chain) {
+        if sp.session_affinity_timeout.is_some() {
+            // The client's backend, when it has one (a miss falls through to the pick). The
+            // element is written after DNAT by the `affinity` chain.
+            l.rule(&chain, format!("dnat {ip} to {ip} saddr . {fkey} map @affinity-{s}"));
         }
-        Some(t) => {
-            let chain = format!("pick-{prefix}{sched}-{n}-t{t}-{s}");
-            if !l.chains.contains_key(&chain) {
-                for k in 0..n {
-                    let set = format!("affinity-{k}-{s}");
-                    if !l.sets.contains_key(&set) {
-                        let at = f.addr_type;
-                        l.set(
-                            &set,
-                            "set",
-                            &format!("type {at} . {at} . inet_proto . inet_service ; flags dynamic,timeout ; size 262144 ;"),
-                        )
-                        .dynamic = true;
-                    }
-                    l.rule(
-                        &chain,
-                        format!("{ip} saddr . {fkey} @affinity-{k}-{s} goto aff-{prefix}slot-{k}-t{t}-{s}"),
-                    );
-                }
-                let arms: Vec<String> =
-                    (0..n).map(|k| format!("{k} : goto aff-{prefix}slot-{k}-t{t}-{s}")).collect();
-                l.rule(&chain, format!("{expr} vmap {{ {} }}", arms.join(", ")));
-                for k in 0..n {
-                    let slot_chain = format!("aff-{prefix}slot-{k}-t{t}-{s}");
-                    if !l.chains.contains_key(&slot_chain) {
-                        l.rule(
-                            &slot_chain,
-                            format!(
-                                "update @affinity-{k}-{s} {{ {ip} saddr . {fkey} timeout {t}s }}"
-                            ),
-                        );
-                        l.rule(
-                            &slot_chain,
-                            format!("dnat {ip} to {fkey} map @{prefix}backend-{k}-{s}"),
-                        );
-                    }
-                }
-            }
-            chain
+        let arms: Vec<String> =
+            (0..n).map(|k| format!("{k} : goto {prefix}slot-{k}-{s}")).collect();
+        l.rule(&chain, format!("{expr} vmap {{ {} }}", arms.join(", ")));
+    }
+    chain
+}
+
+/// IPv6 ClientIP affinity, to a slot: nft 1.0.6 cannot write a map element whose key or data
+/// is over 16 bytes from the packet path (its register allocation asserts), so the map of
+/// IPv4 (`saddr . F : backend`) is out of reach. Per-slot dynamic sets `affinity-K-v6` of
+/// `saddr . F` instead; `aff-slot-K-tT-v6` refreshes the element and DNATs.
+fn per_slot_affinity(
+    l: &mut Layout,
+    f: Fam,
+    prefix: &str,
+    (sched, expr): (&str, &str),
+    n: usize,
+    t: u32,
+) -> String {
+    let (s, ip, at) = (f.sfx, f.ip, f.addr_type);
+    let fkey = format!("{ip} daddr . meta l4proto . th dport");
+    let chain = format!("pick-{prefix}{sched}-{n}-t{t}-{s}");
+    if l.chains.contains_key(&chain) {
+        return chain;
+    }
+    for k in 0..n {
+        let set = format!("affinity-{k}-{s}");
+        if !l.sets.contains_key(&set) {
+            l.set(
+                &set,
+                "set",
+                &format!("type {at} . {at} . inet_proto . inet_service ; flags dynamic,timeout ; size 262144 ;"),
+            )
+            .dynamic = true;
         }
+        l.rule(&chain, format!("{ip} saddr . {fkey} @{set} goto aff-{prefix}slot-{k}-t{t}-{s}"));
+    }
+    let arms: Vec<String> =
+        (0..n).map(|k| format!("{k} : goto aff-{prefix}slot-{k}-t{t}-{s}")).collect();
+    l.rule(&chain, format!("{expr} vmap {{ {} }}", arms.join(", ")));
+    for k in 0..n {
+        let slot_chain = format!("aff-{prefix}slot-{k}-t{t}-{s}");
+        if !l.chains.contains_key(&slot_chain) {
+            l.rule(
+                &slot_chain,
+                format!("update @affinity-{k}-{s} {{ {ip} saddr . {fkey} timeout {t}s }}"),
+            );
+            l.rule(&slot_chain, format!("dnat {ip} to {fkey} map @{prefix}backend-{k}-{s}"));
+        }
+    }
+    chain
+}
+
+/// ClientIP affinity of one frontend: the frontend joins the timeout's set, and every
+/// backend of the pools it may use becomes a valid target of its affinity elements. Writes
+/// the family's affinity map and chains on first use.
+fn affinity(
+    l: &mut Layout,
+    family: IpFamily,
+    fk: &str,
+    timeout: u32,
+    protocol: &str,
+    backends: &BTreeSet<(IpAddr, u16)>,
+) {
+    let f = fam(family);
+    let (s, ip, at) = (f.sfx, f.ip, f.addr_type);
+    let map = format!("affinity-{s}");
+    if !l.sets.contains_key(&map) {
+        l.set(
+            &map,
+            "map",
+            &format!("type {at} . {at} . inet_proto . inet_service : {at} . inet_service ; flags dynamic,timeout ; size 262144 ;"),
+        )
+        .dynamic = true;
+        let key = format!("type {at} . inet_proto . inet_service ;");
+        l.set(&format!("affinity-frontends-{s}"), "set", &key);
+        l.set(
+            &format!("affinity-backends-{s}"),
+            "set",
+            &format!("type {at} . inet_proto . inet_service . {at} . inet_service ;"),
+        );
+        for (name, hook) in [
+            ("affinity-prerouting", "type filter hook prerouting priority -99 ; policy accept ;"),
+            ("affinity-output", "type filter hook output priority -99 ; policy accept ;"),
+        ] {
+            if !l.chains.contains_key(name) {
+                l.chain(name).hook = Some(hook.to_string());
+                l.rule(name, "ct state new ct status dnat jump affinity");
+            }
+        }
+    }
+    // The frontend of a DNATed connection; `ct original proto-dst` needs a fixed protocol.
+    let ct_fk = format!("ct original {ip} daddr . meta l4proto . ct original proto-dst");
+    let guard = format!(
+        "meta l4proto {protocol} {ct_fk} @affinity-frontends-{s} {ct_fk} . {ip} daddr . th dport != @affinity-backends-{s} update @{map} {{ {ip} saddr . {ct_fk} timeout 100ms : {ip} daddr . th dport }} drop"
+    );
+    let timeouts = format!("affinity-t{timeout}-{s}");
+    let record = format!(
+        "meta l4proto {protocol} {ct_fk} @{timeouts} update @{map} {{ {ip} saddr . {ct_fk} timeout {timeout}s : {ip} daddr . th dport }}"
+    );
+    if !l.sets.contains_key(&timeouts) {
+        l.set(&timeouts, "set", &format!("type {at} . inet_proto . inet_service ;"));
+    }
+    let rules = &l.chain("affinity").rules;
+    if !rules.contains(&guard) {
+        // Guards first: a stale element must not be refreshed.
+        let at = rules.iter().take_while(|r| r.contains(" drop")).count();
+        l.chain("affinity").rules.insert(at, guard);
+    }
+    if !l.chain("affinity").rules.contains(&record) {
+        l.rule("affinity", record);
+    }
+    l.element(&format!("affinity-frontends-{s}"), fk.to_string(), None);
+    l.element(&timeouts, fk.to_string(), None);
+    for (addr, port) in backends {
+        l.element(&format!("affinity-backends-{s}"), format!("{fk} . {addr} . {port}"), None);
     }
 }
 

@@ -155,3 +155,70 @@ fn update_of_one_service_touches_only_its_elements() {
     assert_update_matches(&old, &node);
     assert_eq!(update_layout(&mut layout(&old), &old, &old), "");
 }
+
+/// IPv4 and IPv6 Services with affinity (TCP and UDP, two timeouts, Local external traffic):
+/// the script loads, IPv4 uses the per-backend map with every pool's backends valid, IPv6
+/// the per-slot sets.
+fn affinity_plan() -> ProxyPlan {
+    let mut plan = everything();
+    let mut udp = service(
+        vec![frontend(FrontendKind::ClusterIp, Some("10.96.0.54"), 53, Protocol::Udp)],
+        vec![backend("10.244.1.7", 53, true), backend("10.244.2.8", 53, false)],
+    );
+    udp.session_affinity_timeout = Some(300);
+    plan.service_ports.insert(key("udp-sticky", Protocol::Udp, IpFamily::V4), udp);
+    let mut v6 = service(
+        vec![frontend(FrontendKind::ClusterIp, Some("fd00:96::11"), 443, Protocol::Tcp)],
+        vec![backend("fd00:244::5", 8443, true), backend("fd00:244::6", 8443, false)],
+    );
+    v6.session_affinity_timeout = Some(300);
+    plan.service_ports.insert(key("v6-sticky", Protocol::Tcp, IpFamily::V6), v6);
+    plan
+}
+
+#[test]
+fn affinity_is_per_backend_on_ipv4() {
+    let plan = affinity_plan();
+    let l = layout(&plan);
+    let script = render(&plan);
+    if let Some(result) = nft_accepts(&script) {
+        result.unwrap_or_else(|e| panic!("{e}\n{script}"));
+    }
+    let map = &l.sets["affinity-v4"];
+    assert!(map.dynamic && map.kind == "map" && map.elements.is_empty(), "{script}");
+    // The Local frontend: the local pool for outside clients, every backend for pods.
+    let valid = &l.sets["affinity-backends-v4"].elements;
+    for k in [
+        "203.0.113.11 . tcp . 443 . 10.244.1.5 . 8443",
+        "203.0.113.11 . tcp . 443 . 10.244.2.6 . 8443",
+    ] {
+        assert!(valid.contains_key(k), "{k}\n{script}");
+    }
+    assert!(l.sets["affinity-t10800-v4"].elements.contains_key("10.96.0.11 . tcp . 443"));
+    assert!(l.sets["affinity-t300-v4"].elements.contains_key("10.96.0.54 . udp . 53"));
+    let rules = &l.chains["affinity"].rules;
+    assert!(rules.iter().any(|r| r.starts_with("meta l4proto udp") && r.contains("timeout 300s")));
+    assert!(rules[0].ends_with(" drop"), "guards come first: {rules:?}");
+    // No per-slot affinity on IPv4, and the pick chains share the slot chains.
+    assert!(!l.sets.keys().any(|s| s.starts_with("affinity-0-v4")), "{script}");
+    assert!(
+        l.chains
+            .values()
+            .flat_map(|c| &c.rules)
+            .all(|r| !r.contains("aff-slot") || r.contains("-v6"))
+    );
+    // IPv6: per-slot sets.
+    assert!(l.sets["affinity-0-v6"].dynamic, "{script}");
+}
+
+#[test]
+fn affinity_backend_change_is_elements_only() {
+    let old = affinity_plan();
+    let mut new = old.clone();
+    let k = key("udp-sticky", Protocol::Udp, IpFamily::V4);
+    new.service_ports.get_mut(&k).expect("udp").cluster_backends[1].ip = ip("10.244.2.9");
+    let script = assert_update_matches(&old, &new);
+    assert!(script.lines().all(|l| !l.contains("chain") && !l.contains("rule")), "{script}");
+    assert!(script.contains("delete element inet svcnet affinity-backends-v4"), "{script}");
+    assert!(!script.contains("affinity-v4 "), "the dynamic map is never touched: {script}");
+}
