@@ -261,6 +261,7 @@ pub async fn start_cluster(config: &UpConfig, state: &mut LabState) -> Result<Pa
             cluster_dns.clone(),
         ];
         args.extend(["--dataplane".into(), config.dataplane.clone()]);
+        args.extend(["--service-cluster-ip-range".into(), topology.service_cidr.to_string()]);
         if config.dataplane == "userspace" {
             args.extend([
                 "--userspace-connect-timeout".into(),

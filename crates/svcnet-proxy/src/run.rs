@@ -80,6 +80,8 @@ pub struct Config {
     pub cluster_cidrs: Vec<IpNet>,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
+    /// `--service-cluster-ip-range`.
+    pub service_cidrs: Vec<IpNet>,
     /// `--dataplane`.
     pub dataplane: DataPlaneKind,
     /// `--metrics-bind-address` (also serves `/healthz`); `None` = no metrics server.
@@ -105,6 +107,7 @@ impl Default for Config {
             nodeport_addresses: Vec::new(),
             cluster_cidrs: Vec::new(),
             masquerade_all: false,
+            service_cidrs: Vec::new(),
             dataplane: DataPlaneKind::Userspace,
             metrics_bind_address: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
             healthz_bind_address: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
@@ -126,6 +129,7 @@ impl Config {
             nodeport_addresses: self.nodeport_addresses.clone(),
             cluster_cidrs: self.cluster_cidrs.clone(),
             masquerade_all: self.masquerade_all,
+            service_cidrs: self.service_cidrs.clone(),
         }
     }
 }

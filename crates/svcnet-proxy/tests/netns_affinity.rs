@@ -358,6 +358,7 @@ fn nftables_affinity_with_local_traffic_policy() {
                 node_port_addresses: vec![IpAddr::V4(t.node_ip())],
                 cluster_cidrs: vec![format!("{}/25", t.subnet).parse().expect("cidr")],
                 masquerade_all: false,
+                service_cidrs: Vec::new(),
             },
             ..Default::default()
         };

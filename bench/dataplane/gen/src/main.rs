@@ -79,6 +79,7 @@ fn plan(n: u32, m: u32, changed: bool) -> ProxyPlan {
             node_port_addresses: vec![IpAddr::V4(Ipv4Addr::new(198, 18, 255, 254))],
             cluster_cidrs: vec!["198.18.0.0/16".parse().expect("static cidr")],
             masquerade_all: false,
+            service_cidrs: Vec::new(),
         },
         warnings: Vec::new(),
     }

@@ -86,4 +86,6 @@ pub struct NodeInfo {
     pub cluster_cidrs: Vec<IpNet>,
     /// `--masquerade-all`.
     pub masquerade_all: bool,
+    /// `--service-cluster-ip-range`: the Service ranges (see `NodePlan::service_cidrs`).
+    pub service_cidrs: Vec<IpNet>,
 }

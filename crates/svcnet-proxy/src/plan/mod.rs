@@ -77,6 +77,9 @@ pub fn plan(model: &Model, node: &NodeInfo) -> ProxyPlan {
     let mut cluster_cidrs = node.cluster_cidrs.clone();
     cluster_cidrs.sort();
     cluster_cidrs.dedup();
+    let mut service_cidrs: Vec<IpNet> = node.service_cidrs.iter().map(IpNet::trunc).collect();
+    service_cidrs.sort();
+    service_cidrs.dedup();
 
     let mut out = ProxyPlan {
         service_ports: BTreeMap::new(),
@@ -86,6 +89,7 @@ pub fn plan(model: &Model, node: &NodeInfo) -> ProxyPlan {
             node_port_addresses,
             cluster_cidrs,
             masquerade_all: node.masquerade_all,
+            service_cidrs,
         },
         warnings: Vec::new(),
     };

@@ -87,6 +87,9 @@ impl fmt::Display for ProxyPlan {
         writeln!(f, "  node_port_addresses: {}", join(&node.node_port_addresses))?;
         writeln!(f, "  cluster_cidrs: {}", join(&node.cluster_cidrs))?;
         writeln!(f, "  masquerade_all: {}", node.masquerade_all)?;
+        if !node.service_cidrs.is_empty() {
+            writeln!(f, "  service_cidrs: {}", join(&node.service_cidrs))?;
+        }
         for (key, port) in &self.service_ports {
             writeln!(f)?;
             writeln!(f, "service {key}")?;

@@ -36,6 +36,10 @@ pub struct NodePlan {
     pub cluster_cidrs: Vec<IpNet>,
     /// Masquerade every serviced connection (kube-proxy `--masquerade-all`).
     pub masquerade_all: bool,
+    /// The Service ranges (`--service-cluster-ip-range`): new connections to an address in
+    /// them that is no ClusterIP are dropped, as kube-proxy's nftables mode does with the
+    /// ServiceCIDRs. Empty = unknown (nothing dropped). Sorted.
+    pub service_cidrs: Vec<IpNet>,
 }
 
 /// Identifies a Service port in one IP family: `namespace/name:port_name/protocol/family`.

@@ -77,8 +77,11 @@
 //! * `healthCheckNodePort`s: `health-check-v4` (node-port address . port) accepted in
 //!   `filter-input`, as kube-proxy's `KUBE-NODEPORTS` filter rule does.
 //!
-//! What is left out: kube-proxy's "reject traffic to unallocated ClusterIPs / ports" (the plan
-//! does not carry the Service CIDR), localhost NodePorts.
+//! * `cluster-ips-check` (after DNAT, new connections): a ClusterIP in `cluster-ips-v4` on a
+//!   port no Service has is rejected, an address of `NodePlan::service_cidrs` that is no
+//!   ClusterIP dropped, as kube-proxy's nftables mode does.
+//!
+//! What is left out: localhost NodePorts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -220,12 +223,15 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
     l.rule("filter-input", "ct state new jump endpoints-check");
     l.rule("filter-forward", "ct state new jump endpoints-check");
     l.rule("filter-output-post-dnat", "ct state new jump endpoints-check");
+    l.rule("filter-forward", "ct state new jump cluster-ips-check");
+    l.rule("filter-output-post-dnat", "ct state new jump cluster-ips-check");
     l.rule("mark-for-masquerade", format!("meta mark set meta mark or {masq}"));
     l.rule("reject-chain", "meta l4proto tcp reject with tcp reset");
     l.rule("reject-chain", "reject");
     l.chain("services");
     l.chain("firewall-check");
     l.chain("endpoints-check");
+    l.chain("cluster-ips-check");
     l.chain("masquerading");
 
     let families: BTreeSet<IpFamily> = plan.service_ports.keys().map(|k| k.family).collect();
@@ -303,6 +309,22 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
         );
         l.rule("endpoints-check", format!("{fkey} @no-endpoint-reject-{s} goto reject-chain"));
         l.rule("endpoints-check", format!("{fkey} @no-endpoint-drop-{s} drop"));
+        // After DNAT a serviced connection's destination is its endpoint; one still headed for
+        // a ClusterIP is on a port the Service lacks (rejected), or for an unallocated
+        // address of the Service range (dropped), as in kube-proxy's nftables mode. Without
+        // this it would be routed on, towards wherever the range leads.
+        l.set(&format!("cluster-ips-{s}"), "set", &format!("type {at} ;"));
+        l.rule("cluster-ips-check", format!("{ip} daddr @cluster-ips-{s} goto reject-chain"));
+        let ranges: Vec<String> = plan
+            .node
+            .service_cidrs
+            .iter()
+            .filter(|c| family_of(&c.addr()) == family)
+            .map(ToString::to_string)
+            .collect();
+        if !ranges.is_empty() {
+            l.rule("cluster-ips-check", format!("{ip} daddr {{ {} }} drop", ranges.join(", ")));
+        }
         l.rule(
             "masquerading",
             format!("ct status dnat {ip} saddr . {ip} daddr @hairpin-{s} masquerade fully-random"),
@@ -338,6 +360,7 @@ pub fn layout(plan: &ProxyPlan) -> Layout {
                 };
                 if !external {
                     l.element(&format!("masq-cluster-ips-{s}"), fk.clone(), None);
+                    l.element(&format!("cluster-ips-{s}"), addr.to_string(), None);
                 }
                 if external && sp.external_traffic_policy == TrafficPolicy::Cluster {
                     l.element(&format!("masq-external-{s}"), fk.clone(), None);

@@ -71,6 +71,10 @@ pub fn everything() -> ProxyPlan {
                 "fd00:244::/64".parse().expect("cidr"),
             ],
             masquerade_all: false,
+            service_cidrs: vec![
+                "10.96.0.0/16".parse().expect("cidr"),
+                "fd00:96::/112".parse().expect("cidr"),
+            ],
         },
         ..Default::default()
     };

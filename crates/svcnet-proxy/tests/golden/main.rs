@@ -5,7 +5,8 @@
 //!
 //! Regenerate with `UPDATE_GOLDEN=1 cargo test -p svcnet-proxy --test golden`; review the diff
 //! like code. `args` holds `key=value` lines: `node-name`, `zone`, `node-ip` (repeatable),
-//! `nodeport-addresses`, `cluster-cidr` (repeatable, CIDRs), `masquerade-all=true`.
+//! `nodeport-addresses`, `cluster-cidr` and `service-cidr` (repeatable, CIDRs),
+//! `masquerade-all=true`.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,7 @@ fn node_info(case: &Path) -> NodeInfo {
             "node-ip" => node.addresses.push(value.parse().unwrap()),
             "nodeport-addresses" => node.nodeport_addresses.push(value.parse().unwrap()),
             "cluster-cidr" => node.cluster_cidrs.push(value.parse().unwrap()),
+            "service-cidr" => node.service_cidrs.push(value.parse().unwrap()),
             "masquerade-all" => node.masquerade_all = value == "true",
             other => panic!("unknown args key {other:?}"),
         }

@@ -1,5 +1,5 @@
 //! One scenario, run against each data plane (nftables, iptables, userspace): ClusterIP
-//! distribution, reject with no endpoints, NodePort, LoadBalancer source ranges,
+//! distribution, reject with no endpoints (and of a ClusterIP's undefined port), NodePort, LoadBalancer source ranges,
 //! externalTrafficPolicy Local, ClientIP affinity (kept when another backend goes), a plan
 //! change under a live connection, restarts of the data plane under a client loop with no
 //! failed connection, and UDP flows moving after their endpoint goes away.
@@ -169,6 +169,8 @@ fn plan(t: &Topology, web_pods: &[usize], sticky_pods: &[usize], dns_pod: usize)
             node_port_addresses: vec![IpAddr::V4(t.node_ip())],
             cluster_cidrs: vec![format!("{}/25", t.subnet).parse().expect("cidr")],
             masquerade_all: false,
+            // .240–.255: the Service addresses below, and unallocated ones.
+            service_cidrs: vec![format!("{}/28", addrs(t).web).parse().expect("cidr")],
         },
         ..Default::default()
     };
@@ -296,6 +298,21 @@ pub fn run_scenario(kind: Kind) {
     let refused = in_ns(&t.client, move || who(sock(a.empty, 80), Duration::from_secs(3)));
     assert_eq!(refused, Err(when_rejected), "{kind:?} reject");
     assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A ClusterIP on a port no Service has is refused (nftables, as kube-proxy's nftables
+    // mode; userspace: nothing listens there); an unallocated address of the Service range is
+    // dropped. iptables, like kube-proxy's, lets both go on unanswered.
+    let wrong_port = in_ns(&t.client, move || who(sock(a.web, 81), Duration::from_millis(400)));
+    let unallocated = in_ns(&t.client, move || {
+        who(sock(Ipv4Addr::from(u32::from(a.web) + 5), 80), Duration::from_millis(400))
+    });
+    match kind {
+        Kind::Nftables | Kind::Userspace => {
+            assert_eq!(wrong_port, Err(std::io::ErrorKind::ConnectionRefused), "{kind:?} port");
+        }
+        _ => assert!(wrong_port.is_err(), "{kind:?} port: {wrong_port:?}"),
+    }
+    assert_eq!(unallocated, Err(std::io::ErrorKind::TimedOut), "{kind:?} unallocated");
 
     // ClientIP affinity: one backend for every connection.
     let seen: BTreeSet<String> = spread(&t.client, sock(a.sticky, 80), 15).into_iter().collect();

@@ -20,6 +20,10 @@ pub struct Args {
     /// Data plane of the in-process proxy: nftables, iptables or userspace.
     #[arg(long, default_value = "userspace")]
     dataplane: String,
+    /// The Service ranges (comma-separated), for the in-process proxy: see `svcnet proxy
+    /// --service-cluster-ip-range`.
+    #[arg(long, value_delimiter = ',')]
+    service_cluster_ip_range: Vec<svcnet_proxy::IpNet>,
     /// Userspace data plane: seconds to wait for a backend's connect before trying another.
     #[arg(long, default_value = "5")]
     userspace_connect_timeout: f64,
@@ -113,6 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             node_name: args.node_name.clone(),
             zone: args.zone.clone(),
             node_ips: vec![args.node_ip],
+            service_cidrs: args.service_cluster_ip_range.clone(),
             dataplane,
             userspace: svcnet_proxy::dataplane::userspace::UserspaceConfig {
                 connect_timeout: super::positive_seconds(

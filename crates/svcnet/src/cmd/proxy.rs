@@ -34,6 +34,11 @@ pub struct Args {
     /// Pod CIDRs (repeatable or comma-separated): traffic from outside them is masqueraded.
     #[arg(long, value_delimiter = ',')]
     cluster_cidr: Vec<IpNet>,
+    /// The Service ranges (comma-separated): kernel data planes drop new connections to an
+    /// address in them that is no ClusterIP (ClusterIPs on a port no Service has are rejected
+    /// regardless), as kube-proxy's nftables mode does with the cluster's ServiceCIDRs.
+    #[arg(long, value_delimiter = ',')]
+    service_cluster_ip_range: Vec<IpNet>,
     /// Serve NodePorts only on node addresses inside these CIDRs (comma-separated).
     #[arg(long, value_delimiter = ',')]
     nodeport_addresses: Vec<IpNet>,
@@ -122,6 +127,7 @@ fn config(args: &Args, dataplane: DataPlaneKind) -> anyhow::Result<Config> {
         node_ips: args.node_ips.clone(),
         nodeport_addresses: args.nodeport_addresses.clone(),
         cluster_cidrs: args.cluster_cidr.clone(),
+        service_cidrs: args.service_cluster_ip_range.clone(),
         masquerade_all: args.masquerade_all,
         dataplane,
         metrics_bind_address: parse_bind(&args.metrics_bind_address, "--metrics-bind-address")?,

@@ -173,6 +173,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_name: args.node_name.clone(),
         node_ips: vec![node_ip],
         cluster_cidrs: if root_mode { vec![ranges.pod.parse()?] } else { Vec::new() },
+        service_cidrs: vec![ranges.service.parse()?],
         dataplane: args.dataplane.parse().context("while parsing --dataplane")?,
         metrics_bind_address: None,
         healthz_bind_address: None,
