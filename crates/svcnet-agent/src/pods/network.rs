@@ -204,7 +204,8 @@ pub async fn setup_pod_netns(
 /// MAC would send its traffic into the void until the entry times out (about 30 s): drop the
 /// node's entry, and announce the new MAC with a gratuitous ARP from the pod (as the CNI bridge
 /// plugin does) for everyone else on the bridge. Both are best effort: no entry, or no `arping`
-/// installed, is not an error.
+/// installed, is not an error. The announcement runs in the background: `arping` lingers a
+/// second after its one packet, and the pod must not wait for that.
 async fn forget_previous_owner(
     node_netns: Option<&str>,
     netns: &str,
@@ -216,17 +217,26 @@ async fn forget_previous_owner(
     let garp = tokio::process::Command::new("ip")
         .args(["netns", "exec", netns, "arping", "-q", "-U", "-c", "1", "-I", "eth0", &address])
         .stdin(std::process::Stdio::null())
-        .output()
-        .await;
-    if let Err(error) = garp.as_ref().map_err(|e| e.to_string()).and_then(|o| {
-        if o.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let netns = netns.to_string();
+    tokio::spawn(async move {
+        let result = match garp {
+            Ok(child) => child.wait_with_output().await.map_err(|e| e.to_string()).and_then(|o| {
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr).into_owned())
+                }
+            }),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::debug!(netns, %error, "gratuitous ARP for the pod address failed");
         }
-    }) {
-        tracing::debug!(netns, %error, "gratuitous ARP for the pod address failed");
-    }
+    });
 }
 
 /// Removes a pod namespace (its veth goes with it) and its /etc/netns directory.
