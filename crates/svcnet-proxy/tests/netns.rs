@@ -3,6 +3,7 @@
 //! Skips itself when namespaces cannot be created (not root).
 
 mod netns {
+    mod affinity;
     pub mod echo;
     pub mod scenario;
 }

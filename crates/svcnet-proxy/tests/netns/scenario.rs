@@ -69,7 +69,7 @@ fn shut_down(dp: Box<dyn DataPlane>) -> std::thread::JoinHandle<()> {
 }
 
 /// Runs `apply` (or `cleanup`) inside the node namespace on a thread of its own.
-fn apply(
+pub fn apply(
     node: &NetnsGuard,
     mut dp: Box<dyn DataPlane>,
     plan: Option<ProxyPlan>,

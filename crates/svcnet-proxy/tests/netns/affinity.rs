@@ -20,9 +20,8 @@ use svcnet_proxy::{
 };
 use svcnet_testkit::{NetnsGuard, Topology, can_create_netns};
 
-#[allow(dead_code)]
-#[path = "netns/echo.rs"]
-mod echo;
+use super::echo;
+use super::scenario::apply;
 
 const PORT: u16 = 8080;
 
@@ -98,20 +97,8 @@ fn plan(keep: &[usize]) -> ProxyPlan {
     p
 }
 
-fn apply(ns: &NetnsGuard, mut dp: NftablesDataPlane, plan: Option<ProxyPlan>) -> NftablesDataPlane {
-    ns.thread(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(async {
-            match &plan {
-                Some(plan) => dp.apply(plan).await,
-                None => dp.cleanup().await,
-            }
-        })?;
-        Ok(dp)
-    })
-    .join()
-    .expect("data plane thread")
-    .expect("apply")
+fn nftables() -> Box<dyn DataPlane> {
+    Box::new(NftablesDataPlane::new(NftablesConfig::default()))
 }
 
 /// Which backend (its address) answers `client` for `service`.
@@ -220,8 +207,7 @@ fn nftables_affinity_is_per_backend() {
     let tcp6: SocketAddr = "[fd96::10]:80".parse().expect("sock");
     let cases = [(tcp4, false, &v4_clients), (udp4, true, &v4_clients), (tcp6, false, &v6_clients)];
 
-    let mut dp =
-        apply(&ns, NftablesDataPlane::new(NftablesConfig::default()), Some(plan(&[0, 1, 2])));
+    let mut dp = apply(&ns, nftables(), Some(plan(&[0, 1, 2])));
     // Every client sticks to one backend.
     let mut chosen: BTreeMap<(SocketAddr, IpAddr), String> = BTreeMap::new();
     for (svc, udp, clients) in cases {
@@ -289,14 +275,14 @@ fn nftables_affinity_is_per_backend() {
     // A restart (a new data plane, full sync) keeps the affinity; one that also drops backend
     // 1 purges its elements.
     drop(dp);
-    let dp = apply(&ns, NftablesDataPlane::new(NftablesConfig::default()), Some(plan(&[1, 2])));
+    let dp = apply(&ns, nftables(), Some(plan(&[1, 2])));
     for (svc, udp, clients) in cases {
         for c in clients.iter() {
             assert_eq!(who(&ns, *c, svc, udp), chosen[&(svc, *c)], "{svc} from {c} after restart");
         }
     }
     drop(dp);
-    let dp = apply(&ns, NftablesDataPlane::new(NftablesConfig::default()), Some(plan(&[2])));
+    let dp = apply(&ns, nftables(), Some(plan(&[2])));
     let left = affinity_elements(&ns, "v4");
     assert!(left.iter().all(|e| e.2 == V4_BACKENDS[2]), "{left:?}");
     for (svc, udp, clients) in cases {
@@ -379,8 +365,7 @@ fn nftables_affinity_with_local_traffic_policy() {
     };
     let node_port = SocketAddr::new(IpAddr::V4(t.node_ip()), 30090);
 
-    let dp =
-        apply(&t.node, NftablesDataPlane::new(NftablesConfig::default()), Some(plan(&[0, 1, 2])));
+    let dp = apply(&t.node, nftables(), Some(plan(&[0, 1, 2])));
     let outside = seen(&t.client, node_port);
     assert!(outside.iter().all(|b| *b == outside[0]), "{outside:?}");
     assert!(outside[0] == "pod-0" || outside[0] == "pod-1", "{outside:?}");
