@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long, requires = "objects")]
     dry_run: bool,
     /// Offline: program the plan into the current network namespace and exit (userspace:
-    /// serve until Ctrl-C).
+    /// serve until SIGTERM or Ctrl-C).
     #[arg(long, requires = "objects", conflicts_with = "dry_run")]
     once: bool,
     /// Userspace: share the frontends of a svcnet proxy still running as this user (start the
