@@ -3,8 +3,9 @@
 //!
 //! The crate is split as hickory-dns's server is: transport (`server`: UDP worker threads, TCP),
 //! handler (`handler`: parsing, policy, EDNS0, truncation), and data (`zone`: a pure, immutable
-//! snapshot; `forward`: upstream resolvers and their cache). `watch` rebuilds the zone from the
-//! cluster and swaps it in; `http` serves `/healthz`, `/ready` and `/metrics`.
+//! snapshot; `forward`: upstream resolvers and their cache). `watch` applies each watched change
+//! to the zone (`zone::ZoneBuilder`) and swaps a snapshot in; `http` serves `/healthz`, `/ready`
+//! and `/metrics`.
 //! hickory-proto is used only to parse and encode messages; there is no per-query task.
 //! `cache` keeps encoded replies per UDP worker (invalidated by each zone swap) and `sys` holds
 //! the only unsafe code (`recvmmsg`/`sendmmsg`, `malloc_trim`).
@@ -37,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::{Error, Result};
 pub use ipnet::IpNet;
 pub use objects::Objects;
-pub use zone::{Answer, PodMode, Zone, ZoneAnswer, ZoneConfig};
+pub use zone::{Answer, PodMode, Zone, ZoneAnswer, ZoneBuilder, ZoneConfig};
 
 use crate::forward::Forwarder;
 use crate::handler::Handler;

@@ -21,8 +21,14 @@ use std::sync::Arc;
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+mod builder;
+mod sharded;
+
+pub use builder::{ObjectKey, ZoneBuilder};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use sharded::Sharded;
 
 /// The schema version served in `dns-version.<zone>` TXT.
 pub const SCHEMA_VERSION: &str = "1.1.0";
@@ -189,9 +195,14 @@ pub struct ZoneAnswer {
 }
 
 /// Record sets of one owner name; empty for an empty non-terminal such as `svc.<zone>`.
+/// Record sets of one owner name; empty for an empty non-terminal such as `svc.<zone>`.
+/// `refs` counts the contributions (the fixed apex, a namespace, a Service) that need the name,
+/// as an owner of their records, an ancestor of one, or a name that must exist; the name goes
+/// when the last of them does.
 #[derive(Clone, Debug, Default)]
 struct Node {
     rrsets: Vec<(RecordType, Vec<Record>)>,
+    refs: u32,
 }
 
 impl Node {
@@ -207,6 +218,17 @@ impl Node {
         }
     }
 
+    fn remove(&mut self, record: &Record) {
+        let record_type = record.record_type();
+        if let Some(index) = self.rrsets.iter().position(|(t, _)| *t == record_type) {
+            let records = &mut self.rrsets[index].1;
+            records.retain(|r| r != record);
+            if records.is_empty() {
+                self.rrsets.swap_remove(index);
+            }
+        }
+    }
+
     fn get(&self, record_type: RecordType) -> &[Record] {
         self.rrsets
             .iter()
@@ -219,7 +241,12 @@ impl Node {
     }
 }
 
-/// An immutable snapshot of the cluster zone.
+/// Shards of the name map and of the pod IP map: enough that a change copies a few dozen
+/// entries, few enough that the shard index costs nothing to copy.
+const N_SHARDS: usize = 1024;
+
+/// An immutable snapshot of the cluster zone. Cloning one is cheap (the maps are
+/// [`Sharded`]); [`ZoneBuilder`] changes a clone and shares everything it does not touch.
 #[derive(Clone, Debug)]
 pub struct Zone {
     origin: Name,
@@ -229,13 +256,33 @@ pub struct Zone {
     soa: Record,
     reverse_v4_soa: Record,
     reverse_v6_soa: Record,
-    nodes: HashMap<Name, Node>,
+    nodes: Sharded<Name, Node>,
     /// Namespaces that exist (Namespace objects, plus those holding a Service).
-    namespaces: HashSet<String>,
-    /// Pod IP → namespaces of the pods with that IP (verified pod mode and autopath).
-    pod_namespaces: HashMap<IpAddr, Vec<Arc<str>>>,
+    namespaces: Arc<HashSet<String>>,
+    /// Pod IP → namespace of each pod with that IP (verified pod mode and autopath); a
+    /// namespace appears once per pod, so that removing one pod is exact.
+    pod_namespaces: Sharded<IpAddr, Vec<Arc<str>>>,
     n_services: usize,
     warnings: Vec<String>,
+}
+
+/// What one object adds to the zone: records, names that must exist without records, and
+/// complaints. A Service's contribution depends only on the Service and its EndpointSlices, so
+/// it can be taken out again by recomputing it from the same objects.
+#[derive(Debug, Default)]
+struct Contribution {
+    /// Whether the object has a DNS name (a Service that has none is not counted).
+    named: bool,
+    records: Vec<Record>,
+    names: Vec<Name>,
+    warnings: Vec<String>,
+}
+
+impl Contribution {
+    /// A reverse (PTR) record; its owner is outside the origin, so it has no non-terminals.
+    fn ptr(&mut self, ttl: u32, ip: IpAddr, target: &Name) {
+        self.records.push(Record::from_rdata(Name::from(ip), ttl, RData::PTR(PTR(target.clone()))));
+    }
 }
 
 fn name(text: &str) -> Option<Name> {
@@ -283,6 +330,50 @@ struct HeadlessEndpoint {
     ports: std::rc::Rc<Vec<NamedPort>>,
 }
 
+/// The `(namespace, name)` a Service is found under, lowercased as its DNS name is.
+fn service_key(service: &Service) -> Option<(String, String)> {
+    let (Some(ns), Some(service_name)) = (&service.metadata.namespace, &service.metadata.name)
+    else {
+        return None;
+    };
+    Some((ns.to_ascii_lowercase(), service_name.to_ascii_lowercase()))
+}
+
+/// One shared lowercase string per namespace.
+fn intern(interned: &mut HashMap<String, Arc<str>>, ns: &str) -> Arc<str> {
+    match interned.get(ns) {
+        Some(ns) => ns.clone(),
+        None => {
+            let lower: Arc<str> = ns.to_ascii_lowercase().into();
+            interned.insert(ns.to_string(), lower.clone());
+            lower
+        }
+    }
+}
+
+/// Whether a Service's records depend on its EndpointSlices (headless Services only).
+fn uses_endpoint_slices(service: &Service) -> bool {
+    let Some(spec) = &service.spec else {
+        return false;
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return false;
+    }
+    let first = spec.cluster_ips.iter().flatten().next().or(spec.cluster_ip.as_ref());
+    first.is_some_and(|ip| ip == "None")
+}
+
+/// The `(namespace, service name)` an EndpointSlice belongs to, lowercased.
+fn slice_service_key(slice: &EndpointSlice) -> Option<(String, String)> {
+    let (Some(ns), Some(service_name)) = (
+        &slice.metadata.namespace,
+        slice.metadata.labels.as_ref().and_then(|labels| labels.get(SERVICE_NAME_LABEL)),
+    ) else {
+        return None;
+    };
+    Some((ns.to_ascii_lowercase(), service_name.to_ascii_lowercase()))
+}
+
 impl Zone {
     /// Builds the zone from the cluster's objects. Never fails; unusable objects are skipped
     /// and listed in [`Zone::warnings`].
@@ -300,6 +391,72 @@ impl Zone {
         P: PodAddresses,
         N: Borrow<Namespace>,
     {
+        // About four owner names per Service (name, PTR, SRV, `_proto` non-terminal) and two
+        // per endpoint: sized once, so the build never rehashes (hashing a name is costly).
+        let n_names = 64
+            + 4 * services.len()
+            + 2 * endpoint_slices.iter().map(|slice| slice.borrow().endpoints.len()).sum::<usize>();
+        let n_pods =
+            if config.pods == PodMode::Verified || config.autopath { pods.len() } else { 0 };
+        let mut zone = Zone::base(config, n_names, n_pods);
+
+        let mut namespace_set: HashSet<String> = HashSet::new();
+        for namespace in namespaces {
+            if let Some(ns) = &namespace.borrow().metadata.name {
+                namespace_set.insert(ns.to_ascii_lowercase());
+            }
+        }
+        for service in services {
+            if let Some(ns) = &service.borrow().metadata.namespace {
+                namespace_set.insert(ns.to_ascii_lowercase());
+            }
+        }
+        for ns in &namespace_set {
+            zone.set_namespace(ns, true);
+        }
+
+        if zone.tracks_pods() {
+            // One shared string per namespace, not one per pod.
+            let mut interned: HashMap<String, Arc<str>> = HashMap::new();
+            for pod in pods {
+                let Some(ns) = pod.namespace() else {
+                    continue;
+                };
+                let ns = intern(&mut interned, ns);
+                zone.add_pod(&ns, &pod.ips());
+            }
+        }
+
+        // EndpointSlices grouped by (namespace, service name).
+        let mut slices_by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in endpoint_slices {
+            let slice = slice.borrow();
+            if let Some(key) = slice_service_key(slice) {
+                slices_by_service.entry(key).or_default().push(slice);
+            }
+        }
+        // In name order, as `ZoneBuilder` keeps them: an endpoint in two slices takes the
+        // ports of the first.
+        for slices in slices_by_service.values_mut() {
+            slices.sort_by(|a, b| {
+                (&a.metadata.namespace, &a.metadata.name)
+                    .cmp(&(&b.metadata.namespace, &b.metadata.name))
+            });
+        }
+        for service in services {
+            let service = service.borrow();
+            let Some(key) = service_key(service) else {
+                continue;
+            };
+            let slices = slices_by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
+            zone.add_service(service, slices);
+        }
+        zone
+    }
+
+    /// The apex, `dns-version` and the fixed empty non-terminals, with maps sized for
+    /// `n_names` owner names and `n_pods` pods.
+    fn base(config: &ZoneConfig, n_names: usize, n_pods: usize) -> Zone {
         let domain = config.cluster_domain.trim_end_matches('.');
         let mut warnings = Vec::new();
         let origin = name(&format!("{domain}.")).unwrap_or_else(|| {
@@ -324,155 +481,208 @@ impl Zone {
             soa: soa.clone(),
             reverse_v4_soa,
             reverse_v6_soa,
-            // About four owner names per Service (name, PTR, SRV, `_proto` non-terminal) and two
-            // per endpoint: sized once, so the build never rehashes (hashing a name is costly).
-            nodes: HashMap::with_capacity(
-                64 + 4 * services.len()
-                    + 2 * endpoint_slices
-                        .iter()
-                        .map(|slice| slice.borrow().endpoints.len())
-                        .sum::<usize>(),
-            ),
-            namespaces: HashSet::new(),
-            pod_namespaces: HashMap::new(),
+            nodes: Sharded::with_capacity(N_SHARDS, n_names),
+            namespaces: Arc::default(),
+            pod_namespaces: Sharded::with_capacity(N_SHARDS, n_pods),
             n_services: 0,
             warnings,
         };
-
-        // The apex, the schema version and the fixed empty non-terminals.
-        zone.insert(soa);
+        let mut apex = Contribution::default();
+        apex.records.push(soa);
         if let Some(ns_target) = child("ns.dns", &origin) {
-            zone.insert(Record::from_rdata(origin.clone(), ttl, RData::NS(NS(ns_target))));
+            apex.records.push(Record::from_rdata(origin.clone(), ttl, RData::NS(NS(ns_target))));
         }
         if let Some(version) = child("dns-version", &origin) {
-            zone.insert(Record::from_rdata(
+            apex.records.push(Record::from_rdata(
                 version,
                 ttl,
                 RData::TXT(TXT::new(vec![SCHEMA_VERSION.to_string()])),
             ));
         }
-        let svc_apex = child("svc", &origin);
-        let pod_apex = child("pod", &origin);
-        for apex in [&svc_apex, &pod_apex].into_iter().flatten() {
-            zone.nodes.entry(apex.clone()).or_default();
-        }
-
-        for namespace in namespaces {
-            let namespace = namespace.borrow();
-            if let Some(ns) = &namespace.metadata.name {
-                zone.namespaces.insert(ns.to_ascii_lowercase());
-            }
-        }
-        for service in services {
-            let service = service.borrow();
-            if let Some(ns) = &service.metadata.namespace {
-                zone.namespaces.insert(ns.to_ascii_lowercase());
-            }
-        }
-        if let Some(svc_apex) = &svc_apex {
-            let namespaces: Vec<String> = zone.namespaces.iter().cloned().collect();
-            for ns in namespaces {
-                match child(&ns, svc_apex) {
-                    Some(ns_name) => zone.ensure_node(ns_name),
-                    None => zone.warnings.push(format!("namespace {ns:?} is not a DNS label")),
-                }
-            }
-        }
-
-        if config.pods == PodMode::Verified || config.autopath {
-            // One shared string per namespace, not one per pod.
-            let mut interned: HashMap<String, Arc<str>> = HashMap::new();
-            zone.pod_namespaces.reserve(pods.len());
-            for pod in pods {
-                let Some(ns) = pod.namespace() else {
-                    continue;
-                };
-                let ns = match interned.get(ns) {
-                    Some(ns) => ns.clone(),
-                    None => {
-                        let lower: Arc<str> = ns.to_ascii_lowercase().into();
-                        interned.insert(ns.to_string(), lower.clone());
-                        lower
-                    }
-                };
-                for ip in pod.ips() {
-                    let entry = zone.pod_namespaces.entry(ip).or_default();
-                    if !entry.contains(&ns) {
-                        entry.push(ns.clone());
-                    }
-                }
-            }
-        }
-
-        // EndpointSlices grouped by (namespace, service name).
-        let mut slices_by_service: HashMap<(String, String), Vec<&EndpointSlice>> = HashMap::new();
-        for slice in endpoint_slices {
-            let slice = slice.borrow();
-            let (Some(ns), Some(service_name)) = (
-                &slice.metadata.namespace,
-                slice.metadata.labels.as_ref().and_then(|labels| labels.get(SERVICE_NAME_LABEL)),
-            ) else {
-                continue;
-            };
-            slices_by_service
-                .entry((ns.to_ascii_lowercase(), service_name.to_ascii_lowercase()))
-                .or_default()
-                .push(slice);
-        }
-
-        if let Some(svc_apex) = &svc_apex {
-            for service in services {
-                let service = service.borrow();
-                let (Some(ns), Some(service_name)) =
-                    (&service.metadata.namespace, &service.metadata.name)
-                else {
-                    continue;
-                };
-                let key = (ns.to_ascii_lowercase(), service_name.to_ascii_lowercase());
-                let slices = slices_by_service.get(&key).map(Vec::as_slice).unwrap_or_default();
-                let Some(service_owner) =
-                    child(&key.0, svc_apex).and_then(|ns_name| child(&key.1, &ns_name))
-                else {
-                    zone.warnings.push(format!("service {ns}/{service_name} is not a DNS name"));
-                    continue;
-                };
-                zone.n_services += 1;
-                zone.add_service(service, service_owner, slices);
-            }
-        }
+        apex.names.extend(child("svc", &origin));
+        apex.names.extend(child("pod", &origin));
+        zone.apply_contribution(&apex, true);
         zone
     }
 
     /// A zone with no objects: the apex, `dns-version` and nothing else.
     pub fn empty(config: &ZoneConfig) -> Zone {
-        Zone::build::<Service, EndpointSlice, Pod, Namespace>(&[], &[], &[], &[], config)
+        Zone::base(config, 64, 0)
     }
 
-    fn ensure_node(&mut self, owner: Name) {
-        self.nodes.entry(owner).or_default();
-    }
-
-    /// Inserts a record and the empty non-terminals between it and the origin.
-    fn insert(&mut self, record: Record) {
-        let mut parent = record.name.base_name();
-        while parent.num_labels() > self.origin.num_labels() && !self.nodes.contains_key(&parent) {
-            self.nodes.insert(parent.clone(), Node::default());
-            parent = parent.base_name();
+    /// Sets the SOA serial of the zone and of the reverse zones.
+    fn set_serial(&mut self, serial: u32) {
+        let with_serial = |record: &Record| {
+            let mut record = record.clone();
+            if let RData::SOA(soa) = &mut record.data {
+                soa.serial = serial;
+            }
+            record
+        };
+        let soa = with_serial(&self.soa);
+        if soa == self.soa {
+            return;
         }
-        self.nodes.entry(record.name.clone()).or_default().push(record);
+        if let Some(node) = self.nodes.get_mut(&self.origin.clone()) {
+            node.remove(&self.soa);
+            node.push(soa.clone());
+        }
+        self.soa = soa;
+        self.reverse_v4_soa = with_serial(&self.reverse_v4_soa);
+        self.reverse_v6_soa = with_serial(&self.reverse_v6_soa);
     }
 
-    /// Inserts a reverse (PTR) record; its owner is outside the origin, so no non-terminals.
-    fn insert_ptr(&mut self, ip: IpAddr, target: &Name) {
-        let owner = Name::from(ip);
-        self.nodes.entry(owner.clone()).or_default().push(Record::from_rdata(
-            owner,
-            self.ttl,
-            RData::PTR(PTR(target.clone())),
-        ));
+    /// Whether the zone keeps pod IPs (verified pod records or autopath).
+    fn tracks_pods(&self) -> bool {
+        self.pods == PodMode::Verified || self.autopath
     }
 
-    fn add_service(&mut self, service: &Service, owner: Name, slices: &[&EndpointSlice]) {
+    /// The names a contribution needs: owners of its records, their ancestors inside the
+    /// origin (empty non-terminals), and its bare names; each once.
+    fn contribution_names(&self, contribution: &Contribution) -> Vec<Name> {
+        let origin_labels = self.origin.num_labels();
+        let mut names: Vec<Name> = contribution.names.clone();
+        for record in &contribution.records {
+            if names.last() != Some(&record.name) {
+                names.push(record.name.clone());
+            }
+            if !self.origin.zone_of(&record.name) {
+                continue;
+            }
+            let mut parent = record.name.base_name();
+            while parent.num_labels() > origin_labels {
+                let next = parent.base_name();
+                names.push(parent);
+                parent = next;
+            }
+        }
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// Adds (`add`) or takes out a contribution. Taking one out needs the same contribution
+    /// that was added (recomputed from the same objects).
+    fn apply_contribution(&mut self, contribution: &Contribution, add: bool) {
+        let names = self.contribution_names(contribution);
+        if add {
+            for owner in &names {
+                self.nodes.get_or_default(owner).refs += 1;
+            }
+            for record in &contribution.records {
+                self.nodes.get_or_default(&record.name).push(record.clone());
+            }
+        } else {
+            for record in &contribution.records {
+                if let Some(node) = self.nodes.get_mut(&record.name) {
+                    node.remove(record);
+                }
+            }
+            for owner in &names {
+                let gone = match self.nodes.get_mut(owner) {
+                    Some(node) => {
+                        node.refs = node.refs.saturating_sub(1);
+                        node.refs == 0
+                    }
+                    None => false,
+                };
+                if gone {
+                    self.nodes.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// Makes namespace `ns` (lowercase) exist or not: `<ns>.svc.<zone>` and pod names in it.
+    fn set_namespace(&mut self, ns: &str, exists: bool) {
+        if self.namespaces.contains(ns) == exists {
+            return;
+        }
+        let namespaces = Arc::make_mut(&mut self.namespaces);
+        if exists {
+            namespaces.insert(ns.to_string());
+        } else {
+            namespaces.remove(ns);
+        }
+        let mut contribution = Contribution::default();
+        match child("svc", &self.origin).and_then(|svc_apex| child(ns, &svc_apex)) {
+            Some(ns_name) => contribution.names.push(ns_name),
+            None => contribution.warnings.push(format!("namespace {ns:?} is not a DNS label")),
+        }
+        self.warnings.append(&mut contribution.warnings);
+        self.apply_contribution(&contribution, exists);
+    }
+
+    /// Records one pod's IPs in namespace `ns`.
+    fn add_pod(&mut self, ns: &Arc<str>, ips: &[IpAddr]) {
+        for ip in ips {
+            self.pod_namespaces.get_or_default(ip).push(ns.clone());
+        }
+    }
+
+    /// Forgets one pod's IPs in namespace `ns`.
+    fn remove_pod(&mut self, ns: &str, ips: &[IpAddr]) {
+        for ip in ips {
+            let Some(namespaces) = self.pod_namespaces.get_mut(ip) else {
+                continue;
+            };
+            if let Some(index) = namespaces.iter().position(|n| **n == *ns) {
+                namespaces.swap_remove(index);
+            }
+            if namespaces.is_empty() {
+                self.pod_namespaces.remove(ip);
+            }
+        }
+    }
+
+    /// The contribution of one Service and its EndpointSlices.
+    fn service_contribution(&self, service: &Service, slices: &[&EndpointSlice]) -> Contribution {
+        let mut contribution = Contribution::default();
+        let (ns, service_name) = (&service.metadata.namespace, &service.metadata.name);
+        let owner = service_key(service).and_then(|(ns, service_name)| {
+            child("svc", &self.origin)
+                .and_then(|svc_apex| child(&ns, &svc_apex))
+                .and_then(|ns_name| child(&service_name, &ns_name))
+        });
+        let Some(owner) = owner else {
+            if let (Some(ns), Some(service_name)) = (ns, service_name) {
+                contribution
+                    .warnings
+                    .push(format!("service {ns}/{service_name} is not a DNS name"));
+            }
+            return contribution;
+        };
+        contribution.named = true;
+        self.service_records(&mut contribution, service, owner, slices);
+        contribution
+    }
+
+    /// Adds a Service (with its EndpointSlices) to the zone.
+    fn add_service(&mut self, service: &Service, slices: &[&EndpointSlice]) {
+        let mut contribution = self.service_contribution(service, slices);
+        if contribution.named {
+            self.n_services += 1;
+        }
+        self.warnings.append(&mut contribution.warnings);
+        self.apply_contribution(&contribution, true);
+    }
+
+    /// Takes a Service (with the EndpointSlices it was added with) out of the zone.
+    fn remove_service(&mut self, service: &Service, slices: &[&EndpointSlice]) {
+        let contribution = self.service_contribution(service, slices);
+        if contribution.named {
+            self.n_services = self.n_services.saturating_sub(1);
+        }
+        self.apply_contribution(&contribution, false);
+    }
+
+    fn service_records(
+        &self,
+        c: &mut Contribution,
+        service: &Service,
+        owner: Name,
+        slices: &[&EndpointSlice],
+    ) {
         let Some(spec) = &service.spec else {
             return;
         };
@@ -485,9 +695,9 @@ impl Zone {
                 .and_then(|target| name(&target));
             match target {
                 Some(target) => {
-                    self.insert(Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target))))
+                    c.records.push(Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target))))
                 }
-                None => self.warnings.push(format!(
+                None => c.warnings.push(format!(
                     "service {owner} has an invalid externalName {:?}",
                     spec.external_name
                 )),
@@ -507,12 +717,12 @@ impl Zone {
             let ips: Vec<IpAddr> = cluster_ips.iter().filter_map(|ip| ip.parse().ok()).collect();
             if ips.is_empty() {
                 // Not allocated yet: the name exists but has no addresses.
-                self.ensure_node(owner);
+                c.names.push(owner);
                 return;
             }
             for ip in &ips {
-                self.insert(address_record(owner.clone(), ttl, *ip));
-                self.insert_ptr(*ip, &owner);
+                c.records.push(address_record(owner.clone(), ttl, *ip));
+                c.ptr(self.ttl, *ip, &owner);
             }
             for port in spec.ports.iter().flatten() {
                 let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) else {
@@ -522,7 +732,7 @@ impl Zone {
                 let Ok(port_number) = u16::try_from(port.port) else {
                     continue;
                 };
-                self.add_srv(&owner, port_name, protocol, port_number, owner.clone(), 100);
+                self.add_srv(c, &owner, (port_name, protocol, port_number), owner.clone(), 100);
             }
             return;
         }
@@ -584,17 +794,17 @@ impl Zone {
         let mut ips_done: BTreeSet<IpAddr> = BTreeSet::new();
         for endpoint in &endpoints {
             if ips_done.insert(endpoint.ip) {
-                self.insert(address_record(owner.clone(), ttl, endpoint.ip));
+                c.records.push(address_record(owner.clone(), ttl, endpoint.ip));
             }
             let Some(host_owner) = child(&endpoint.hostname, &owner) else {
-                self.warnings.push(format!(
+                c.warnings.push(format!(
                     "endpoint hostname {:?} of {owner} is not a DNS label",
                     endpoint.hostname
                 ));
                 continue;
             };
-            self.insert(address_record(host_owner.clone(), ttl, endpoint.ip));
-            self.insert_ptr(endpoint.ip, &host_owner);
+            c.records.push(address_record(host_owner.clone(), ttl, endpoint.ip));
+            c.ptr(self.ttl, endpoint.ip, &host_owner);
             for port in endpoint.ports.iter() {
                 let n_records = srv_counts
                     .get(&(port.name.clone(), port.protocol.clone()))
@@ -603,10 +813,9 @@ impl Zone {
                     .max(1);
                 let weight = u16::try_from((100 / n_records).max(1)).unwrap_or(1);
                 self.add_srv(
+                    c,
                     &owner,
-                    &port.name,
-                    &port.protocol,
-                    port.port,
+                    (&port.name, &port.protocol, port.port),
                     host_owner.clone(),
                     weight,
                 );
@@ -615,11 +824,10 @@ impl Zone {
     }
 
     fn add_srv(
-        &mut self,
+        &self,
+        c: &mut Contribution,
         service_owner: &Name,
-        port_name: &str,
-        protocol: &str,
-        port: u16,
+        (port_name, protocol, port): (&str, &str, u16),
         target: Name,
         weight: u16,
     ) {
@@ -628,12 +836,12 @@ impl Zone {
             service_owner,
         );
         match owner {
-            Some(owner) => self.insert(Record::from_rdata(
+            Some(owner) => c.records.push(Record::from_rdata(
                 owner,
                 self.ttl,
                 RData::SRV(SRV::new(0, weight, port, target)),
             )),
-            None => self
+            None => c
                 .warnings
                 .push(format!("port name {port_name:?} of {service_owner} is not a DNS label")),
         }

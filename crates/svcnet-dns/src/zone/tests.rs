@@ -322,3 +322,276 @@ fn ttl_and_domain_are_configurable() {
     );
     check(&zone, "web.demo.svc.cluster.local. A", "out of zone");
 }
+
+/// Incremental updates (`ZoneBuilder`) against `Zone::build` from the same objects.
+mod incremental {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A small deterministic generator (xorshift64*), so failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
+        }
+
+        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len())]
+        }
+    }
+
+    const NAMESPACES: &[&str] = &["ns-a", "ns-b", "ns-c"];
+    const SERVICES: &[&str] = &["web", "db", "api", "cache"];
+    const IPS: &[&str] = &["10.0.0.1", "10.0.0.2", "10.0.0.3", "fd00::1", "fd00::2"];
+    const CLUSTER_IPS: &[&str] = &["10.96.0.1", "10.96.0.2", "fd00:96::1"];
+
+    fn random_service(rng: &mut Rng, ns: &str, service_name: &str) -> Service {
+        let ports = match rng.below(3) {
+            0 => json!([]),
+            1 => json!([{"name": "http", "port": 80, "protocol": "TCP"}]),
+            _ => json!([{"name": "dns", "port": 53, "protocol": "UDP"}, {"port": 9000}]),
+        };
+        let spec = match rng.below(6) {
+            0 => json!({"type": "ExternalName", "externalName": "example.com"}),
+            1 => json!({"clusterIP": "", "ports": ports}),
+            2 | 3 => json!({"clusterIP": "None", "clusterIPs": ["None"], "ports": ports,
+                         "publishNotReadyAddresses": rng.below(2) == 0}),
+            _ => {
+                let first = *rng.pick(CLUSTER_IPS);
+                let second = *rng.pick(CLUSTER_IPS);
+                json!({"clusterIP": first, "clusterIPs": [first, second], "ports": ports})
+            }
+        };
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": service_name},
+            "spec": spec,
+        }))
+        .expect("service")
+    }
+
+    fn random_slice(rng: &mut Rng, ns: &str, slice_name: &str) -> EndpointSlice {
+        let endpoints: Vec<serde_json::Value> = (0..rng.below(3))
+            .map(|_| {
+                let mut endpoint = json!({
+                    "addresses": [rng.pick(IPS)],
+                    "conditions": {"ready": rng.below(3) != 0},
+                });
+                if rng.below(2) == 0 {
+                    endpoint["hostname"] = json!(*rng.pick(&["h0", "h1"]));
+                }
+                endpoint
+            })
+            .collect();
+        let ports = match rng.below(2) {
+            0 => json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
+            _ => {
+                json!([{"name": "http", "port": 8081, "protocol": "TCP"}, {"name": "", "port": 1}])
+            }
+        };
+        serde_json::from_value(json!({
+            "metadata": {"namespace": ns, "name": slice_name,
+                         "labels": {SERVICE_NAME_LABEL: rng.pick(SERVICES)}},
+            "addressType": "IPv4",
+            "endpoints": endpoints,
+            "ports": ports,
+        }))
+        .expect("slice")
+    }
+
+    /// Everything observable of a zone: each name with its reference count and records, the
+    /// namespaces, the pod IPs, the Service count.
+    fn canonical(zone: &Zone) -> String {
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for (owner, node) in zone.nodes.iter() {
+            let mut records: Vec<String> = node.all().map(ToString::to_string).collect();
+            records.sort();
+            names.insert(owner.to_string(), format!("refs {} {records:?}", node.refs));
+        }
+        let mut namespaces: Vec<&String> = zone.namespaces.iter().collect();
+        namespaces.sort();
+        let mut pods: Vec<String> = zone
+            .pod_namespaces
+            .iter()
+            .map(|(ip, namespaces)| {
+                let mut namespaces: Vec<&str> = namespaces.iter().map(|ns| &**ns).collect();
+                namespaces.sort_unstable();
+                format!("{ip} {namespaces:?}")
+            })
+            .collect();
+        pods.sort();
+        format!("{names:#?}\n{namespaces:?}\n{pods:?}\nservices {}", zone.n_services())
+    }
+
+    /// The answers to every name of either zone, for every type asked, from a pod's address.
+    fn answers(zone: &Zone, other: &Zone) -> Vec<String> {
+        let mut questions: Vec<Name> =
+            zone.nodes.iter().chain(other.nodes.iter()).map(|(owner, _)| owner.clone()).collect();
+        for ns in NAMESPACES {
+            for ip in IPS {
+                let ip: IpAddr = ip.parse().expect("ip");
+                questions.push(
+                    Name::from_ascii(format!("{}.{ns}.pod.cluster.local.", dashed(ip)))
+                        .expect("name"),
+                );
+            }
+            questions
+                .push(Name::from_ascii(format!("nowhere.{ns}.svc.cluster.local.")).expect("name"));
+        }
+        questions.sort();
+        questions.dedup();
+        let mut out = Vec::new();
+        for qname in questions {
+            for qtype in [
+                RecordType::A,
+                RecordType::AAAA,
+                RecordType::SRV,
+                RecordType::PTR,
+                RecordType::CNAME,
+                RecordType::ANY,
+            ] {
+                let query = Query::query(qname.clone(), qtype);
+                out.push(format!(
+                    "{qname} {qtype}: {}",
+                    show(&zone.answer(&query, "10.0.0.1".parse().expect("ip")))
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn any_sequence_of_changes_gives_the_built_zone() {
+        for seed in 1..=12u64 {
+            let config = ZoneConfig {
+                pods: if seed % 2 == 0 { PodMode::Verified } else { PodMode::Insecure },
+                autopath: seed % 3 == 0,
+                ..ZoneConfig::default()
+            };
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let mut builder = ZoneBuilder::new(&config);
+            let mut services: BTreeMap<ObjectKey, Service> = BTreeMap::new();
+            let mut slices: BTreeMap<ObjectKey, EndpointSlice> = BTreeMap::new();
+            let mut namespaces: BTreeMap<String, Namespace> = BTreeMap::new();
+            let mut pods: BTreeMap<ObjectKey, PodIps> = BTreeMap::new();
+            let mut held: Option<(Zone, String)> = None;
+            for step in 0..300u32 {
+                let ns = *rng.pick(NAMESPACES);
+                match rng.below(4) {
+                    0 => {
+                        let key = (ns.to_string(), rng.pick(SERVICES).to_string());
+                        let service =
+                            (rng.below(4) != 0).then(|| random_service(&mut rng, ns, &key.1));
+                        builder.set_service(&key, service.clone().map(Arc::new));
+                        match service {
+                            Some(service) => services.insert(key, service),
+                            None => services.remove(&key),
+                        };
+                    }
+                    1 => {
+                        let key = (ns.to_string(), format!("slice-{}", rng.below(5)));
+                        let slice = (rng.below(4) != 0).then(|| random_slice(&mut rng, ns, &key.1));
+                        builder.set_endpoint_slice(&key, slice.clone().map(Arc::new));
+                        match slice {
+                            Some(slice) => slices.insert(key, slice),
+                            None => slices.remove(&key),
+                        };
+                    }
+                    2 => {
+                        let exists = rng.below(2) == 0;
+                        builder.set_namespace(ns, exists);
+                        if exists {
+                            let namespace: Namespace =
+                                serde_json::from_value(json!({"metadata": {"name": ns}}))
+                                    .expect("ns");
+                            namespaces.insert(ns.to_string(), namespace);
+                        } else {
+                            namespaces.remove(ns);
+                        }
+                    }
+                    _ => {
+                        let key = (ns.to_string(), format!("pod-{}", rng.below(6)));
+                        let pod = (rng.below(4) != 0).then(|| PodIps {
+                            namespace: ns.to_string(),
+                            ips: (0..rng.below(3))
+                                .map(|_| rng.pick(IPS).parse().expect("ip"))
+                                .collect(),
+                        });
+                        builder.set_pod(&key, pod.clone());
+                        match pod {
+                            Some(pod) => pods.insert(key, pod),
+                            None => pods.remove(&key),
+                        };
+                    }
+                }
+                if step % 7 != 0 {
+                    continue;
+                }
+                let serial = step + 1;
+                let snapshot = builder.snapshot(serial);
+                let services: Vec<&Service> = services.values().collect();
+                let slices: Vec<&EndpointSlice> = slices.values().collect();
+                let pods: Vec<&PodIps> = pods.values().collect();
+                let namespaces: Vec<&Namespace> = namespaces.values().collect();
+                let built = Zone::build(
+                    &services,
+                    &slices,
+                    &pods,
+                    &namespaces,
+                    &ZoneConfig { serial, ..config.clone() },
+                );
+                assert_eq!(canonical(&snapshot), canonical(&built), "seed {seed} step {step}");
+                let (incremental, from_scratch) =
+                    (answers(&snapshot, &built), answers(&built, &snapshot));
+                for (a, b) in incremental.iter().zip(&from_scratch) {
+                    assert_eq!(a, b, "seed {seed} step {step}");
+                }
+                // A snapshot taken earlier never changes.
+                if let Some((old, text)) = &held {
+                    assert_eq!(
+                        &canonical(old),
+                        text,
+                        "seed {seed} step {step}: a held snapshot changed"
+                    );
+                }
+                if rng.below(3) == 0 {
+                    let text = canonical(&snapshot);
+                    held = Some((snapshot, text));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_change_copies_only_the_shards_it_touches() {
+        let config = ZoneConfig { pods: PodMode::Verified, ..ZoneConfig::default() };
+        let mut builder = ZoneBuilder::new(&config);
+        let mut rng = Rng(7);
+        for i in 0..2000 {
+            let key = (format!("ns-{}", i % 20), format!("svc-{i}"));
+            let mut service = random_service(&mut rng, &key.0, &key.1);
+            service.spec = serde_json::from_value(json!({
+                "clusterIP": format!("10.96.{}.{}", i / 250, i % 250),
+                "ports": [{"name": "http", "port": 80}],
+            }))
+            .expect("spec");
+            builder.set_service(&key, Some(Arc::new(service)));
+        }
+        let before = builder.snapshot(1);
+        let key = ("ns-3".to_string(), "svc-3".to_string());
+        builder.set_service(&key, None);
+        let after = builder.snapshot(2);
+        let n_shards = before.nodes.shared_with(&before.nodes);
+        let shared = after.nodes.shared_with(&before.nodes);
+        // The Service's name, SRV, `_tcp` and PTR names, the reference counts of `<ns>.svc` and
+        // `svc`, and the origin's SOA serial.
+        assert!(n_shards - shared <= 8, "{} of {n_shards} shards copied", n_shards - shared);
+        assert_eq!(after.n_services(), before.n_services() - 1);
+    }
+}
