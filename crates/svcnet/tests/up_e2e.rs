@@ -122,34 +122,23 @@ struct Env {
 }
 
 impl Env {
+    /// kubectl as nobody inside the test's namespace.
+    fn kubectl_command(&self) -> Command {
+        common::kubectl_command(
+            self.ns.unprivileged(&self.home, "kubectl"),
+            &self.kubeconfig,
+            &self.cache,
+        )
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
-        let out = self
-            .ns
-            .unprivileged(&self.home, "kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args)
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        common::kubectl_output(self.kubectl_command(), args)
     }
 
     fn kubectl_stdin(&self, args: &[&str], stdin: &str) {
         use std::io::Write;
         let mut child = self
-            .ns
-            .unprivileged(&self.home, "kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
+            .kubectl_command()
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())

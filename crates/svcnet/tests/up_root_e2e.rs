@@ -98,21 +98,16 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The cluster of a test whose files live in `dir`.
+    fn new(dir: &Path) -> Cluster {
+        let data_dir = dir.join("cluster");
+        Cluster { kubeconfig: data_dir.join("kubeconfig"), cache: dir.join("kube-cache"), data_dir }
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache)
-            .args(args)
-            .output()
-            .expect("kubectl");
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let command =
+            common::kubectl_command(Command::new("kubectl"), &self.kubeconfig, &self.cache);
+        common::kubectl_output(command, args)
     }
 
     /// Runs a command inside the cluster's namespace (`svcnet up exec`).
@@ -232,13 +227,9 @@ fn root_mode_nftables_serves_the_examples_and_survives_sigkill() {
     }
     let before = host_snapshot();
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("cluster");
+    let cluster = Cluster::new(dir.path());
+    let data_dir = cluster.data_dir.clone();
     let _leftovers = Leftovers(data_dir.clone());
-    let cluster = Cluster {
-        kubeconfig: data_dir.join("kubeconfig"),
-        cache: dir.path().join("kube-cache"),
-        data_dir: data_dir.clone(),
-    };
     let listen = format!("127.0.0.1:{}", free_port());
 
     let up = Up::start(&data_dir, &listen);
@@ -369,13 +360,9 @@ fn root_mode_iptables_serves_a_cluster_ip() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("cluster");
+    let cluster = Cluster::new(dir.path());
+    let data_dir = cluster.data_dir.clone();
     let _leftovers = Leftovers(data_dir.clone());
-    let cluster = Cluster {
-        kubeconfig: data_dir.join("kubeconfig"),
-        cache: dir.path().join("kube-cache"),
-        data_dir: data_dir.clone(),
-    };
     let up = Up::start_with(&data_dir, &format!("127.0.0.1:{}", free_port()), "iptables");
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("up-root.json")).unwrap()).unwrap();

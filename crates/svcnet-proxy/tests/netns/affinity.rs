@@ -21,7 +21,7 @@ use svcnet_proxy::{
 use svcnet_testkit::{NetnsGuard, Topology, can_create_netns};
 
 use super::echo;
-use super::scenario::apply;
+use super::scenario::{apply, node_plan};
 
 const PORT: u16 = 8080;
 
@@ -337,17 +337,7 @@ fn nftables_affinity_with_local_traffic_policy() {
         sp.has_endpoints_anywhere = !backends.is_empty();
         sp.cluster_backends = backends;
         sp.external_traffic_policy = TrafficPolicy::Local;
-        let mut p = ProxyPlan {
-            node: NodePlan {
-                node_name: "node".to_string(),
-                zone: None,
-                node_port_addresses: vec![IpAddr::V4(t.node_ip())],
-                cluster_cidrs: vec![format!("{}/25", t.subnet).parse().expect("cidr")],
-                masquerade_all: false,
-                service_cidrs: Vec::new(),
-            },
-            ..Default::default()
-        };
+        let mut p = ProxyPlan { node: node_plan(&t), ..Default::default() };
         p.service_ports.insert(key("sticky-local", Protocol::Tcp, IpFamily::V4), sp);
         p
     };

@@ -159,18 +159,26 @@ fn addrs(t: &Topology) -> Addrs {
     }
 }
 
+/// The topology's node: NodePorts on its address, pods in the lower half of the subnet.
+pub fn node_plan(t: &Topology) -> NodePlan {
+    NodePlan {
+        node_name: "node".to_string(),
+        zone: None,
+        node_port_addresses: vec![IpAddr::V4(t.node_ip())],
+        cluster_cidrs: vec![format!("{}/25", t.subnet).parse().expect("cidr")],
+        masquerade_all: false,
+        service_cidrs: Vec::new(),
+    }
+}
+
 fn plan(t: &Topology, web_pods: &[usize], sticky_pods: &[usize], dns_pod: usize) -> ProxyPlan {
     let a = addrs(t);
     let tcp = Protocol::Tcp;
     let mut plan = ProxyPlan {
         node: NodePlan {
-            node_name: "node".to_string(),
-            zone: None,
-            node_port_addresses: vec![IpAddr::V4(t.node_ip())],
-            cluster_cidrs: vec![format!("{}/25", t.subnet).parse().expect("cidr")],
-            masquerade_all: false,
             // .240–.255: the Service addresses below, and unallocated ones.
-            service_cidrs: vec![format!("{}/28", addrs(t).web).parse().expect("cidr")],
+            service_cidrs: vec![format!("{}/28", a.web).parse().expect("cidr")],
+            ..node_plan(t)
         },
         ..Default::default()
     };

@@ -6,6 +6,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `kubectl` (as `command` starts it) against `kubeconfig`, with a private `cache` dir.
+pub fn kubectl_command(mut command: Command, kubeconfig: &Path, cache: &Path) -> Command {
+    command.arg("--kubeconfig").arg(kubeconfig).arg("--cache-dir").arg(cache);
+    command
+}
+
+/// Runs `command args` and returns its stdout; a failure panics with kubectl's stderr.
+pub fn kubectl_output(mut command: Command, args: &[&str]) -> String {
+    let out = command.args(args).output().expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Spawns `svcnet up` as `command` describes it and returns once it printed "svcnet is up"
 /// (its readiness signal). Its stdout keeps being drained, so it never blocks on the pipe.
 pub fn spawn_up(command: &mut Command) -> Child {
